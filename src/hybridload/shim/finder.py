@@ -1,0 +1,113 @@
+"""The PEP 451 finder/loader pair that serves stand-ins for absent or broken kernel packages.
+
+Only the thread that owns the open shim window sees it. For a registered top-level package it:
+
+* returns None when the package really imports (its verdict is "real"): the real package is used;
+* for a present package with no verdict yet, returns the real spec with a guarding loader that runs the
+  real import with stand-ins hidden; if that import raises, the partial modules are removed and a stand-in
+  takes the module's place in ``sys.modules`` (verdict "broken");
+* for an absent package (verdict "absent") or a broken one, returns a stand-in spec.
+Submodules of a stood-in package are stand-ins at any depth.
+"""
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import sys
+from types import ModuleType
+from typing import Any, Callable
+
+from . import probe
+from .registry import kernel_packages, top_level
+from .requester import is_framework, requester_from_stack
+from .standins import StandInModule, new_module
+from .state import in_window, mark_served, suspended
+
+ORIGIN = "hybridload-stand-in"
+
+
+class StandInLoader(importlib.abc.Loader):
+    def __init__(self, package: str, reason: str, on_module: Callable[[str, str], None]) -> None:
+        self.package = package
+        self.reason = reason
+        self._on_module = on_module
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        module = new_module(spec.name, self.package, self.reason, spec)
+        mark_served(self.package)
+        self._on_module(self.package, spec.name)
+        return module
+
+    def exec_module(self, module: ModuleType) -> None:
+        """Stand-in modules have no code; their attributes are made on first access."""
+
+
+class _GuardedRealLoader(importlib.abc.Loader):
+    """Runs the real loader with stand-ins hidden; turns a failed real import into a stand-in."""
+
+    def __init__(self, finder: "StandInFinder", real_spec: importlib.machinery.ModuleSpec) -> None:
+        self._finder = finder
+        self._real_spec = real_spec
+        self._real_loader = real_spec.loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self._real_loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        package = module.__name__
+        before = set(sys.modules) - {package}
+        try:
+            with suspended():
+                self._real_loader.exec_module(module)
+        except Exception as exc:
+            probe.drop_partial_modules(package, keep=before)
+            verdict = probe.record(probe.broken(package, exc, self._real_spec))
+            sys.modules[package] = self._finder.make_stand_in_module(package, verdict)
+            return
+        module.__loader__ = self._real_loader
+        if module.__spec__ is not None:
+            module.__spec__.loader = self._real_loader
+        probe.record(
+            probe.Verdict(package, "real", dist_version=probe.dist_version(package), origin=self._real_spec.origin)
+        )
+
+
+class StandInFinder(importlib.abc.MetaPathFinder):
+    """Meta-path finder installed for the duration of the outermost shim window."""
+
+    def __init__(self, on_module: Callable[[str, str], None]) -> None:
+        self._on_module = on_module
+
+    def _spec(self, fullname: str, verdict: probe.Verdict) -> importlib.machinery.ModuleSpec:
+        loader = StandInLoader(verdict.package, verdict.reason, self._on_module)
+        return importlib.machinery.ModuleSpec(fullname, loader, origin=ORIGIN, is_package=True)
+
+    def make_stand_in_module(self, fullname: str, verdict: probe.Verdict) -> StandInModule:
+        spec = self._spec(fullname, verdict)
+        return spec.loader.create_module(spec)  # type: ignore[union-attr]
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if not in_window():
+            return None
+        package = top_level(fullname)
+        if package not in kernel_packages() or is_framework(requester_from_stack()):
+            return None
+        if fullname != package:
+            parent = sys.modules.get(package)
+            if isinstance(parent, StandInModule):
+                verdict = probe.known(package) or probe.Verdict(package, "absent")
+                return self._spec(fullname, verdict)
+            return None  # a real package imports its own submodules
+        verdict = probe.known(package)
+        if verdict is None:
+            real_spec = probe.find_real_spec(package)
+            if real_spec is None:
+                verdict = probe.record(probe.Verdict(package, "absent"))
+            elif real_spec.loader is not None and hasattr(real_spec.loader, "exec_module"):
+                real_spec.loader = _GuardedRealLoader(self, real_spec)
+                return real_spec
+            else:  # namespace packages and odd loaders: let the import system handle them
+                return None
+        if verdict.status == "real":
+            return None
+        return self._spec(fullname, verdict)
