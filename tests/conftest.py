@@ -1,7 +1,15 @@
 """Shared test configuration: GPU tests are skipped without CUDA; CPU tests never skip."""
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
+
+# shared test helpers (tests/fixtures, tests/fakekernels) import as top-level packages
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+if TESTS_DIR not in sys.path:
+    sys.path.insert(0, TESTS_DIR)
 
 
 def _cuda_available() -> bool:

@@ -66,3 +66,30 @@ class Snapshot:
 
 
 _MISSING = object()
+
+
+def _binds_stand_in(module: Any) -> bool:
+    from .standins import is_stand_in
+
+    return any(is_stand_in(value) for value in list(vars(module).values()))
+
+
+def evict_tainted() -> list[str]:
+    """Evict every remote-code module whose globals hold a stand-in (and the Auto registrations into it).
+
+    Run before a real load: whatever window a module last ran in, a real load must re-execute it.
+    """
+    tainted = sorted(
+        name
+        for name, module in list(sys.modules.items())
+        if name.startswith(PREFIX) and module is not None and not hasattr(module, "__path__") and _binds_stand_in(module)
+    )
+    for name in tainted:
+        sys.modules.pop(name, None)
+    if tainted:
+        gone = set(tainted)
+        for mapping in _auto_mappings():
+            for key, value in list(mapping._extra_content.items()):
+                if getattr(value, "__module__", "") in gone or getattr(key, "__module__", "") in gone:
+                    del mapping._extra_content[key]
+    return tainted

@@ -11,6 +11,7 @@ Submodules of a stood-in package are stand-ins at any depth.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import importlib.machinery
 import sys
@@ -26,14 +27,42 @@ from .state import in_window, mark_served, suspended
 ORIGIN = "hybridload-stand-in"
 
 
+def displace_real_modules(top: StandInModule, displaced: dict[str, ModuleType]) -> None:
+    """Replace the package's non-stand-in modules (stale halves of an earlier failed import) by stand-ins.
+
+    The originals are put back when the window closes, so ``sys.modules`` ends as it began; meanwhile they
+    cannot mix real, half-built submodules into the stand-in package.
+    """
+    package = top.__name__
+    stale = sorted(
+        name
+        for name, module in sys.modules.items()
+        if name.startswith(package + ".") and not isinstance(module, StandInModule)
+    )
+    if package in sys.modules and not isinstance(sys.modules[package], StandInModule):
+        displaced.setdefault(package, sys.modules.pop(package))
+    made: dict[str, ModuleType] = {package: top}
+    for name in stale:  # sorted: parents before children
+        displaced.setdefault(name, sys.modules.pop(name))
+        spec = importlib.machinery.ModuleSpec(name, top.__spec__.loader, origin=ORIGIN, is_package=True)
+        module = new_module(name, top.__hybridload_package__, top.__hybridload_reason__, spec)
+        sys.modules[name] = made[name] = module
+        parent, _, child = name.rpartition(".")
+        if parent in made:
+            setattr(made[parent], child, module)
+
+
 class StandInLoader(importlib.abc.Loader):
-    def __init__(self, package: str, reason: str, on_module: Callable[[str, str], None]) -> None:
+    def __init__(self, package: str, reason: str, on_module: Callable[[str, str], None], displaced: dict[str, ModuleType]) -> None:
         self.package = package
         self.reason = reason
         self._on_module = on_module
+        self._displaced = displaced
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         module = new_module(spec.name, self.package, self.reason, spec)
+        if spec.name == self.package:
+            displace_real_modules(module, self._displaced)
         mark_served(self.package)
         self._on_module(self.package, spec.name)
         return module
@@ -55,12 +84,12 @@ class _GuardedRealLoader(importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         package = module.__name__
-        before = set(sys.modules) - {package}
+        before = {n: m for n, m in sys.modules.items() if n.startswith(package + ".")}
         try:
             with suspended():
                 self._real_loader.exec_module(module)
         except Exception as exc:
-            probe.drop_partial_modules(package, keep=before)
+            probe.drop_partial_modules(package, keep=set(before))
             verdict = probe.record(probe.broken(package, exc, self._real_spec))
             sys.modules[package] = self._finder.make_stand_in_module(package, verdict)
             return
@@ -77,9 +106,10 @@ class StandInFinder(importlib.abc.MetaPathFinder):
 
     def __init__(self, on_module: Callable[[str, str], None]) -> None:
         self._on_module = on_module
+        self.displaced: dict[str, ModuleType] = {}  # put back into sys.modules when the window closes
 
     def _spec(self, fullname: str, verdict: probe.Verdict) -> importlib.machinery.ModuleSpec:
-        loader = StandInLoader(verdict.package, verdict.reason, self._on_module)
+        loader = StandInLoader(verdict.package, verdict.reason, self._on_module, self.displaced)
         return importlib.machinery.ModuleSpec(fullname, loader, origin=ORIGIN, is_package=True)
 
     def make_stand_in_module(self, fullname: str, verdict: probe.Verdict) -> StandInModule:
@@ -93,8 +123,16 @@ class StandInFinder(importlib.abc.MetaPathFinder):
         if package not in kernel_packages() or is_framework(requester_from_stack()):
             return None
         if fullname != package:
-            parent = sys.modules.get(package)
-            if isinstance(parent, StandInModule):
+            top = sys.modules.get(package)
+            if top is None:
+                # a stale half of an earlier failed import can make Python skip the top-level package:
+                # decide on it first (this re-enters the finder for ``package``)
+                try:
+                    importlib.import_module(package)
+                except ImportError:
+                    return None
+                top = sys.modules.get(package)
+            if isinstance(top, StandInModule):
                 verdict = probe.known(package) or probe.Verdict(package, "absent")
                 return self._spec(fullname, verdict)
             return None  # a real package imports its own submodules

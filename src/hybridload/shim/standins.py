@@ -33,6 +33,29 @@ _ANY_SIGNATURE = inspect.Signature(
 _COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>", "<lambda>"})
 _recorders: list[Callable[[str, str], None]] = []  # (package, symbol path) callbacks of open windows
 _record_lock = threading.Lock()
+# (symbol path) -> real object or None; consulted before a stand-in symbol is made (served-side fallbacks)
+_resolvers: list[Callable[[str], Any]] = []
+
+
+def add_resolver(fn: Callable[[str], Any]) -> None:
+    with _record_lock:
+        _resolvers.append(fn)
+
+
+def remove_resolver(fn: Callable[[str], Any]) -> None:
+    with _record_lock:
+        if fn in _resolvers:
+            _resolvers.remove(fn)
+
+
+def _resolve(path: str) -> Any:
+    with _record_lock:
+        resolvers = list(_resolvers)
+    for fn in resolvers:
+        value = fn(path)
+        if value is not None:
+            return value
+    return None
 
 
 def add_recorder(fn: Callable[[str, str], None]) -> None:
@@ -72,6 +95,10 @@ class StandInModule(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
         if _is_dunder(name):
             raise AttributeError(f"hybridload stand-in module {self.__name__!r} has no attribute {name!r}")
+        resolved = _resolve(f"{self.__name__}.{name}")
+        if resolved is not None:
+            self.__dict__[name] = resolved
+            return resolved
         symbol = make_symbol(f"{self.__name__}.{name}", self.__hybridload_package__, self.__hybridload_reason__)
         # cache so that identity is stable (``a.x is a.x``); a later submodule import overrides it
         self.__dict__[name] = symbol
@@ -187,6 +214,8 @@ def _unavailable(cls: StandInMeta) -> KernelUnavailableError:
 
 def _decorated(decorator: StandInMeta, fn: Any) -> StandInMeta:
     """``@stand_in`` on a function or class: the result is a stand-in that remembers what it wrapped."""
+    if isinstance(fn, StandInMeta):
+        fn = fn.__dict__["__hybridload_wrapped__"]
     qualname = getattr(fn, "__qualname__", getattr(fn, "__name__", "<object>"))
     module = getattr(fn, "__module__", None) or "?"
     try:
@@ -251,7 +280,9 @@ def _is_data_free(tensor: Any) -> bool:
 
 
 def _is_decoratable(value: Any) -> bool:
-    return inspect.isfunction(value) or inspect.ismethod(value) or (isinstance(value, type) and not is_stand_in(value))
+    if isinstance(value, StandInMeta):  # stacked kernel decorators: @autotune over @heuristics over @jit
+        return "__hybridload_wrapped__" in value.__dict__
+    return inspect.isfunction(value) or inspect.ismethod(value) or isinstance(value, type)
 
 
 def _call_kind(args: tuple, kwargs: dict) -> tuple[str, list]:

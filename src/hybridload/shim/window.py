@@ -23,7 +23,7 @@ from .state import state, window_lock
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass
+@dataclass(eq=False)  # reports are compared by identity: nested windows may hold equal contents
 class ShimReport:
     """What one window served. Live while the window is open, final after it closes."""
 
@@ -102,6 +102,8 @@ class _Outermost:
         for name, module in list(sys.modules.items()):
             if isinstance(module, StandInModule):
                 sys.modules.pop(name, None)
+        for name, module in self.finder.displaced.items():
+            sys.modules.setdefault(name, module)
         state.served = frozenset()
         self.imports.restore()
         cleared = self.availability.restore()

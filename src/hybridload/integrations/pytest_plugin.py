@@ -1,0 +1,71 @@
+"""pytest plugin (``pytest11`` entry point): tree-equivalence checks for CI jobs.
+
+Fixtures: ``hybridload_meta`` (build a meta model from a model id/path/plan) and ``hybridload_tree``
+(an assertion helper comparing a model or signature with an expected signature file, failing with the
+readable diff). ``--hybridload-update`` rewrites the expected files instead of comparing. Nothing heavy is
+imported until a fixture is used.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hybridload")
+    group.addoption(
+        "--hybridload-update",
+        action="store_true",
+        default=False,
+        help="rewrite expected hybridload signature files instead of comparing against them",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "hybridload: tree-equivalence checks built with hybridload")
+
+
+class TreeChecker:
+    """``hybridload_tree.assert_matches(model_or_signature, "expected.json")``."""
+
+    def __init__(self, update: bool) -> None:
+        self.update = update
+
+    def assert_matches(self, actual: Any, expected_path: str | Path, *, max_items: int = 20) -> Any:
+        from hybridload.tree.diff import compare
+        from hybridload.tree.signature import TreeSignature, signature
+
+        sig = actual if isinstance(actual, TreeSignature) else signature(actual)
+        path = Path(expected_path)
+        if self.update:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(sig.to_json(), encoding="utf-8")
+            return sig
+        if not path.exists():
+            pytest.fail(f"expected signature {path} does not exist; run pytest with --hybridload-update to write it", pytrace=False)
+        diff = compare(TreeSignature.read(path), sig, labels=(str(path), "built"))
+        if not diff.identical:
+            pytest.fail(f"module tree differs from {path}:\n{diff.report(max_items=max_items)}", pytrace=False)
+        return sig
+
+
+@pytest.fixture
+def hybridload_meta() -> Callable[..., Any]:
+    """``hybridload_meta(model_or_plan, **resolve_kwargs)`` -> a meta model built GPU-less through the shim."""
+
+    def build(model: Any, **resolve_kwargs: Any) -> Any:
+        from hybridload.plan.load import load_meta
+        from hybridload.plan.model import LoadPlan
+        from hybridload.plan.resolve import resolve
+
+        plan = model if isinstance(model, LoadPlan) else resolve(model, **resolve_kwargs)
+        return load_meta(plan)
+
+    return build
+
+
+@pytest.fixture
+def hybridload_tree(request: pytest.FixtureRequest) -> TreeChecker:
+    return TreeChecker(update=bool(request.config.getoption("--hybridload-update")))
