@@ -40,6 +40,9 @@ _LAZY: dict[str, str] = {
     "load_config": "hybridload.plan.load",
     "load_meta": "hybridload.plan.load",
     "load_tokenizer": "hybridload.plan.load",
+    "load_real": "hybridload.plan.load",
+    "compat_window": "hybridload.compat.window",
+    "real_load_window": "hybridload.compat.window",
     "dispatch": "hybridload.serve.dispatch",
     "kernel_report": "hybridload.serve.report",
     "signature": "hybridload.tree.signature",
@@ -56,6 +59,8 @@ __all__ = sorted([*_LAZY, "__version__", *(n for n in dir() if n.endswith("Error
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("examples", "kernels", "twins", "reference"):  # subpackages, importable as attributes
+        return importlib.import_module(f"hybridload.{name}")
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module 'hybridload' has no attribute {name!r}")
@@ -70,7 +75,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .integrations.install import install, is_installed, uninstall
-    from .plan.load import load_config, load_meta, load_tokenizer
+    from .compat.window import compat_window, real_load_window
+    from .plan.load import load_config, load_meta, load_real, load_tokenizer
     from .plan.model import LoadPlan
     from .plan.resolve import resolve
     from .serve.dispatch import dispatch

@@ -48,6 +48,8 @@ def test_state_restored_when_the_window_exits_with_an_exception(remote_model):
 def test_state_restored_when_a_non_kernel_import_fails(remote_model):
     folder = remote_model("unregistered_missing")
     config = load_config(folder)
+    with pytest.raises(ImportError):  # first use imports lazy modules (transformers' auto classes ...)
+        build(folder, config=config)
     before = interpreter_state()
     with pytest.raises(ImportError) as raised:
         build(folder, config=config)

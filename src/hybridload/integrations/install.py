@@ -21,24 +21,35 @@ _patches = PatchSet()
 _hook: "_PostImportHook | None" = None
 _installed = False
 
-# module name -> function(module) that patches it (and returns nothing)
-_TARGETS: dict[str, Callable[[ModuleType], None]] = {}
+# module name -> functions(module) that patch it, applied in registration order
+_TARGETS: dict[str, list[Callable[[ModuleType], None]]] = {}
 
 
 def _target(module_name: str) -> Callable[[Callable[[ModuleType], None]], Callable[[ModuleType], None]]:
     def deco(fn: Callable[[ModuleType], None]) -> Callable[[ModuleType], None]:
-        _TARGETS[module_name] = fn
+        _TARGETS.setdefault(module_name, []).append(fn)
         return fn
 
     return deco
 
 
 def add_post_import_target(module_name: str, patcher: Callable[[ModuleType], None]) -> None:
-    """Let another integration (nnsight) patch ``module_name`` once it is imported, reversibly."""
+    """Let another part (plan routing, compat, nnsight) patch ``module_name`` once it is imported, reversibly.
+
+    Patchers must record every change through :func:`patches` so that :func:`uninstall` undoes it.
+    """
     with _lock:
-        _TARGETS[module_name] = patcher
+        patchers = _TARGETS.setdefault(module_name, [])
+        if patcher in patchers:
+            return
+        patchers.append(patcher)
         if _installed and module_name in sys.modules:
             patcher(sys.modules[module_name])
+
+
+def _run_patchers(module_name: str, module: ModuleType) -> None:
+    for patcher in list(_TARGETS.get(module_name, ())):
+        patcher(module)
 
 
 def patches() -> PatchSet:
@@ -111,9 +122,9 @@ def _patch_modeling_utils(module: ModuleType) -> None:
 class _PatchingLoader(importlib.abc.Loader):
     """Delegates to the real loader, then applies the registered patcher to the fresh module."""
 
-    def __init__(self, loader: importlib.abc.Loader, patcher: Callable[[ModuleType], None]) -> None:
+    def __init__(self, loader: importlib.abc.Loader, module_name: str) -> None:
         self._loader = loader
-        self._patcher = patcher
+        self._module_name = module_name
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
         return self._loader.create_module(spec)
@@ -126,7 +137,7 @@ class _PatchingLoader(importlib.abc.Loader):
         self._loader.exec_module(module)
         with _lock:
             if _installed:
-                self._patcher(module)
+                _run_patchers(self._module_name, module)
 
 
 class _PostImportHook(importlib.abc.MetaPathFinder):
@@ -136,8 +147,7 @@ class _PostImportHook(importlib.abc.MetaPathFinder):
         self._busy = threading.local()
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
-        patcher = _TARGETS.get(fullname)
-        if patcher is None or getattr(self._busy, "active", False):
+        if fullname not in _TARGETS or getattr(self._busy, "active", False):
             return None
         self._busy.active = True
         try:
@@ -153,8 +163,19 @@ class _PostImportHook(importlib.abc.MetaPathFinder):
             self._busy.active = False
         if spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
-        spec.loader = _PatchingLoader(spec.loader, patcher)
+        spec.loader = _PatchingLoader(spec.loader, fullname)
         return spec
+
+
+def _register_integrations() -> None:
+    """Build layers and post-import patchers of the other parts (none imports torch/transformers)."""
+    from ..compat.layer import register as register_compat
+    from ..plan.routing import install_routing
+    from .nnsight import install_nnsight
+
+    register_compat()
+    install_routing()
+    install_nnsight()
 
 
 def install() -> None:
@@ -164,12 +185,13 @@ def install() -> None:
         if _installed:
             return
         _installed = True
+        _register_integrations()
         _hook = _PostImportHook()
         sys.meta_path.insert(0, _hook)
-        for name, patcher in list(_TARGETS.items()):
+        for name in list(_TARGETS):
             module = sys.modules.get(name)
             if module is not None:
-                patcher(module)
+                _run_patchers(name, module)
 
 
 def uninstall() -> None:

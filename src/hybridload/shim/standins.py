@@ -316,6 +316,19 @@ def _called_at_import_time(frame: Any) -> bool:
     return False
 
 
+def _rebind_super(namespace: dict, old: type, new: type) -> None:
+    """Zero-argument ``super()`` reads the ``__class__`` cell of each method: point it at the real class."""
+    for value in namespace.values():
+        func = getattr(value, "__func__", value)
+        func = getattr(func, "fget", func)  # properties
+        for cell in getattr(func, "__closure__", None) or ():
+            try:
+                if cell.cell_contents is old:
+                    cell.cell_contents = new
+            except ValueError:  # empty cell
+                continue
+
+
 _subclass_cache: dict[StandInMeta, type] = {}
 _subclass_lock = threading.Lock()
 
@@ -342,6 +355,7 @@ def _instantiate_user_subclass(cls: StandInMeta, args: tuple, kwargs: dict) -> A
             if not k.startswith("__hybridload") and k not in ("__dict__", "__weakref__")
         }
         real = type(cls.__name__, (twin_base,), namespace)
+        _rebind_super(namespace, cls, real)
         with _subclass_lock:
             _subclass_cache[cls] = real
     return real(*args, **kwargs)

@@ -1,0 +1,390 @@
+"""nnsight drop-in: ``import hybridload`` makes nnsight's HuggingFace models load through one load plan.
+
+What changes once ``nnsight.modeling.huggingface`` / ``nnsight.modeling.transformers`` are imported (before or
+after hybridload; every change is recorded in the integration's PatchSet and undone by ``hybridload.uninstall()``):
+
+* the meta build (``_load_meta``) and the real load (``_load``, reached by ``dispatch()`` and ``dispatch=True``)
+  resolve the wrapper's arguments into a :class:`~hybridload.LoadPlan` (commit, trust decision, classes, dtype,
+  attention) and obey it: the meta build runs inside the meta-build window (kernel shim, attention rule,
+  commit routing), the real load is :func:`hybridload.dispatch` of the same plan, the tokenizer comes from the
+  plan's commit with its trust decision;
+* the server-side placement helpers (``_config``, hence ``describe_checkpoint`` and ``max_tp_size``) read the
+  config through the plan of the model key, so placement and load see the same commit and trust decision;
+* the model key needs no network for a local folder or in ``HF_HUB_OFFLINE=1`` mode;
+* ``_remoteable_get_env`` adds the tree-digest handshake, ``_remoteable_set_env`` checks it (see
+  :mod:`.nnsight_handshake`);
+* a local run on a CPU-only machine lacking a kernel package is kernel-aware (see :mod:`.nnsight_local`).
+
+Wrappers built around a ready ``torch.nn.Module``, or given a ``config=`` object (which a plan cannot record),
+keep nnsight's own behaviour. Importing this module imports neither nnsight, torch nor transformers.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from types import ModuleType
+from typing import Any, Callable
+
+logger = logging.getLogger(__name__)
+
+HUGGINGFACE_MODULE = "nnsight.modeling.huggingface"
+TRANSFORMERS_MODULE = "nnsight.modeling.transformers"
+DEFAULT_TASK_AUTO_CLASS = "AutoModelForCausalLM"
+
+
+def install_nnsight() -> None:
+    """Register the nnsight patches as post-import targets (idempotent; applied now if nnsight is imported)."""
+    from .install import add_post_import_target
+
+    add_post_import_target(HUGGINGFACE_MODULE, patch_huggingface)
+    add_post_import_target(TRANSFORMERS_MODULE, patch_transformers)
+
+
+# -- patching helpers ---------------------------------------------------------------------------------------
+def _replace(owner: type, name: str, make: Callable[[Callable], Callable]) -> None:
+    """Wrap ``owner.name`` (own or inherited; function, classmethod or staticmethod), recorded for uninstall."""
+    from .install import patches
+
+    entry = owner.__dict__.get(name)
+    if entry is None:
+        for base in owner.__mro__[1:]:
+            if name in base.__dict__:
+                entry = base.__dict__[name]
+                break
+        else:
+            logger.debug("nnsight %s has no %s; not patched", owner.__qualname__, name)
+            return
+    func = entry.__func__ if isinstance(entry, (classmethod, staticmethod)) else entry
+    if getattr(func, "__hybridload_patch__", False) and name in owner.__dict__:
+        return  # already ours (install() runs the patchers of already-imported modules again)
+    wrapper = functools.wraps(func)(make(func))
+    wrapper.__hybridload_patch__ = True  # type: ignore[attr-defined]
+    if isinstance(entry, classmethod):
+        value: Any = classmethod(wrapper)
+    elif isinstance(entry, staticmethod):
+        value = staticmethod(wrapper)
+    else:
+        value = wrapper
+    patches().set(owner, name, value)
+
+
+def _applies(repo_id: Any, kwargs: dict[str, Any]) -> bool:
+    """Whether a load goes through a plan: a repo id or folder, no ``config=`` object, integration installed."""
+    from .install import is_installed
+
+    return is_installed() and isinstance(repo_id, (str, os.PathLike)) and kwargs.get("config") is None
+
+
+def _verify_meta(model: Any, plan: Any, what: str) -> None:
+    from ..errors import PlanError
+    from ..plan.load import _check_built
+
+    _check_built(model, plan, what)
+    actual = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if actual != plan.attn_implementation_built:
+        raise PlanError(
+            f"{what} of {plan.model_class} chose attention {actual!r} but the plan says "
+            f"{plan.attn_implementation_built!r}; the class overrides transformers' attention selection"
+        )
+
+
+def _typed(exc: Exception, plan: Any, what: str) -> Exception:
+    from ..errors import PlanError, RemoteCodeError
+    from ..plan.model import REMOTE
+
+    error = RemoteCodeError if plan.model_class_source == REMOTE else PlanError
+    return error(f"{what} of {plan.model_class} ({plan.repo}) failed: {type(exc).__name__}: {exc}")
+
+
+# -- nnsight.modeling.huggingface ---------------------------------------------------------------------------
+def patch_huggingface(module: ModuleType) -> None:
+    """Patch ``HuggingFaceModel`` (the base of every nnsight HuggingFace wrapper)."""
+    cls = module.HuggingFaceModel
+    _replace(cls, "_load_meta", _hf_load_meta)
+    _replace(cls, "_load", _hf_load)
+    _replace(cls, "_remoteable_model_key", _model_key)
+    _replace(cls, "_config", functools.partial(_config, module))
+    _replace(cls, "_hub_parameter_count", _hub_parameter_count)
+    _replace(cls, "_remoteable_get_env", _get_env)
+    _replace(cls, "_remoteable_set_env", _set_env)
+
+
+def _hf_load_meta(original: Callable) -> Callable:
+    def _load_meta(self: Any, repo_id: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _applies(repo_id, kwargs):
+            return original(self, repo_id, *args, **kwargs)
+        from ..plan.load import load_meta
+        from .nnsight_plan import resolve_plan, split_kwargs
+
+        plan = resolve_plan(os.fspath(repo_id), self.revision, split_kwargs(kwargs), [self.AUTO_CLASS])
+        return load_meta(plan)
+
+    return _load_meta
+
+
+def _placement(kwargs: dict[str, Any], plan: Any) -> dict[str, Any]:
+    """What a real load may add to the plan: everything the plan does not own or record."""
+    from .nnsight_plan import PLAN_OWNED
+
+    placement: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        if name in PLAN_OWNED or name in plan.load_kwargs:
+            continue
+        if name == "model_kwargs" and isinstance(value, dict):
+            placement.update({k: v for k, v in value.items() if k not in PLAN_OWNED and k not in plan.load_kwargs})
+        else:
+            placement[name] = value
+    return placement
+
+
+def _real_kwargs(self: Any, repo_id: str, kwargs: dict[str, Any], plan: Any) -> dict[str, Any]:
+    """nnsight's checks and quantization reading, with the plan's trust decision."""
+    self._refuse_impossible_tp(repo_id, {**kwargs, "trust_remote_code": plan.trust_remote_code})
+    try:
+        from nnsight.modeling.quantization import resolve_load_kwargs
+    except ImportError:  # an nnsight without quantization names
+        return dict(kwargs)
+    return resolve_load_kwargs(dict(kwargs))
+
+
+def _hf_load(original: Callable) -> Callable:
+    def _load(self: Any, repo_id: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _applies(repo_id, kwargs):
+            return original(self, repo_id, *args, **kwargs)
+        from .nnsight_local import real_load
+        from .nnsight_plan import plan_of, resolve_plan, split_kwargs
+
+        repo_id = os.fspath(repo_id)
+        plan = plan_of(self) or resolve_plan(repo_id, self.revision, split_kwargs(kwargs), [self.AUTO_CLASS])
+        return real_load(plan, **_placement(_real_kwargs(self, repo_id, kwargs, plan), plan))
+
+    return _load
+
+
+def _model_key(original: Callable) -> Callable:
+    def _remoteable_model_key(self: Any) -> str:
+        from .nnsight_plan import plan_of
+
+        plan = plan_of(self)
+        if plan is None:
+            return original(self)
+        from ..plan.revision import offline
+
+        if plan.is_local or offline():
+            ids = getattr(_huggingface_module(), "_ID_CACHE", {})
+            data: dict[str, Any] = {
+                "repo_id": plan.repo if plan.is_local else ids.get(self.repo_id, self.repo_id),
+                "revision": self.revision,
+            }
+        else:
+            data = json.loads(original(self))  # online: nnsight canonicalizes the id through the Hub (cached)
+        if plan.trust_remote_code:
+            data["trust_remote_code"] = True  # the plan's decision, whether it came from an argument or the policy
+        return json.dumps(data)
+
+    return _remoteable_model_key
+
+
+def _huggingface_module() -> ModuleType:
+    import sys
+
+    return sys.modules[HUGGINGFACE_MODULE]
+
+
+def _plan_for_key(cls: type, data: dict[str, Any]) -> Any:
+    from .nnsight_plan import SplitKwargs, auto_classes_for_task, resolve_plan
+
+    split = SplitKwargs(plan={"trust_remote_code": True} if data.get("trust_remote_code") else {})
+    auto = auto_classes_for_task(data.get("task"), getattr(cls, "AUTO_CLASS", DEFAULT_TASK_AUTO_CLASS))
+    return resolve_plan(str(data.get("repo_id")), data.get("revision"), split, auto)
+
+
+def _config(hf_module: ModuleType, original: Callable) -> Callable:
+    def _config(cls: type, model_key: str) -> Any:
+        from .install import is_installed
+
+        if not is_installed():
+            return original(cls, model_key)
+        cache = hf_module._CONFIG_CACHE
+        if model_key in cache:
+            return cache[model_key]
+        from ..errors import HybridloadError, RevisionResolutionError, TrustError
+        from ..plan.load import load_config
+        from ..plan.revision import offline
+
+        data = json.loads(model_key)
+        try:
+            config = load_config(_plan_for_key(cls, data))
+        except TrustError:
+            raise  # a decision, not a missing config: the real load would refuse it the same way
+        except RevisionResolutionError as exc:
+            if offline() or exc.__cause__ is not None:
+                raise hf_module.CheckpointUnreachable(f"could not read a config for {data.get('repo_id')!r}: {exc}") from exc
+            logger.warning("hybridload: no config for %r: %s", data.get("repo_id"), exc)
+            config = None
+        except HybridloadError as exc:
+            logger.warning("hybridload: no readable config for %r: %s", data.get("repo_id"), exc)
+            config = None
+        cache[model_key] = config
+        return config
+
+    return _config
+
+
+def _hub_parameter_count(original: Callable) -> Callable:
+    def _hub_parameter_count(repo_id: str, revision: Any) -> Any:
+        from ..plan.revision import offline
+
+        if os.path.isdir(str(repo_id)) or offline():
+            return None  # no Hub record to ask: nnsight counts the meta build of the plan instead
+        return original(repo_id, revision)
+
+    return _hub_parameter_count
+
+
+def _get_env(original: Callable) -> Callable:
+    def _remoteable_get_env(self: Any) -> dict:
+        from .nnsight_handshake import ENV_KEY, client_entry
+
+        env = dict(original(self) or {})
+        entry = client_entry(self.__dict__.get("_module"))
+        if entry is not None:
+            env[ENV_KEY] = entry
+        return env
+
+    return _remoteable_get_env
+
+
+def _set_env(original: Callable) -> Callable:
+    def _remoteable_set_env(self: Any, env: Any) -> None:
+        from .nnsight_handshake import ENV_KEY, check_request
+
+        env = dict(env or {})
+        entry = env.pop(ENV_KEY, None)
+        original(self, env)  # nnsight's own per-request state first (PEFT adapter, attention): the tree that runs
+        if entry is not None:
+            check_request(self.__dict__.get("_module"), entry)
+
+    return _remoteable_set_env
+
+
+# -- nnsight.modeling.transformers --------------------------------------------------------------------------
+def patch_transformers(module: ModuleType) -> None:
+    """Patch ``TransformersModel`` (``LanguageModel`` and other subclasses inherit the patches)."""
+    cls = module.TransformersModel
+    _replace(cls, "_load_meta", _tf_load_meta)
+    _replace(cls, "_load", _tf_load)
+    _replace(cls, "_loaded_preprocessors", _loaded_preprocessors)
+    _replace(cls, "_remoteable_get_env", _get_env)
+    _replace(cls, "_remoteable_set_env", _set_env)
+
+
+def _task_and_plan(self: Any, repo_id: str, kwargs: dict[str, Any]) -> Any:
+    from .nnsight_plan import auto_classes_for_task, infer_task, resolve_plan, split_kwargs
+
+    task = self.task or infer_task(repo_id, self.revision)
+    plan = resolve_plan(repo_id, self.revision, split_kwargs(kwargs), auto_classes_for_task(task, DEFAULT_TASK_AUTO_CLASS))
+    self.task = task
+    return plan
+
+
+def _tokenizer_from_plan(self: Any, plan: Any) -> None:
+    """The plan's tokenizer (its commit, its trust decision) when the task's pipeline loads one."""
+    if self.tokenizer is not None:
+        return
+    from ..errors import PlanError, TrustError
+    from ..plan.load import load_tokenizer
+    from .nnsight_plan import needed_preprocessors
+
+    needed = needed_preprocessors(self.task)
+    if needed is None or "tokenizer" not in needed:
+        return
+    try:
+        self.tokenizer = load_tokenizer(plan)
+    except TrustError:
+        raise
+    except PlanError as exc:
+        raise PlanError(f"{exc}. The {self.task!r} pipeline needs a tokenizer: pass tokenizer=... to the model") from exc
+
+
+def _tf_load_meta(original: Callable) -> Callable:
+    def _load_meta(self: Any, repo_id: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _applies(repo_id, kwargs):
+            return original(self, repo_id, *args, **kwargs)
+        import torch
+
+        from ..build import meta_build_window
+        from ..errors import HybridloadError
+        from ..plan.attention import meta_attention
+        from ..plan.load import load_config
+        from ..plan.routing import origin_of, routed
+
+        repo_id = os.fspath(repo_id)
+        plan = _task_and_plan(self, repo_id, kwargs)
+        config = load_config(plan)
+        _tokenizer_from_plan(self, plan)
+        # nnsight's own meta build (task classes, PEFT graft, the meta pipeline), fed the plan's decisions
+        call = {
+            "config": config,
+            "trust_remote_code": plan.trust_remote_code,
+            "dtype": getattr(torch, plan.dtype),
+            "attn_implementation": plan.attn_implementation_built,
+        }
+        try:
+            build_kwargs = {k: v for k, v in call.items() if k != "config"}
+            with meta_build_window(config, build_kwargs) as report, meta_attention(), routed(origin_of(config)):
+                model = original(self, repo_id, *args, **call)
+        except HybridloadError:
+            raise
+        except Exception as exc:
+            raise _typed(exc, plan, "nnsight's meta build") from exc
+        _verify_meta(model, plan, "nnsight's meta build")
+        model.hybridload_plan = plan
+        model.hybridload_build_report = report
+        return model
+
+    return _load_meta
+
+
+def _split_real(self: Any, kwargs: dict[str, Any], plan: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(pipeline arguments, placement) of a real load; the plan owns the rest."""
+    from .nnsight_plan import PLAN_OWNED, PLACEMENT, pipeline_parameters
+
+    loading = PLACEMENT | {"revision", "model_kwargs", "model", "task"}
+    pipeline_names = pipeline_parameters()
+    top = {k: v for k, v in kwargs.items() if k in pipeline_names and k not in loading and k not in PLAN_OWNED}
+    top["trust_remote_code"] = plan.trust_remote_code
+    placement = _placement({k: v for k, v in kwargs.items() if k not in top}, plan)
+    return top, placement
+
+
+def _tf_load(original: Callable) -> Callable:
+    def _load(self: Any, repo_id: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _applies(repo_id, kwargs):
+            return original(self, repo_id, *args, **kwargs)
+        from .nnsight_local import real_load
+        from .nnsight_plan import plan_of
+
+        repo_id = os.fspath(repo_id)
+        plan = plan_of(self) or _task_and_plan(self, repo_id, kwargs)
+        top, placement = _split_real(self, _real_kwargs(self, repo_id, kwargs, plan), plan)
+        _tokenizer_from_plan(self, plan)
+        module = real_load(plan, **placement)
+        return self._wrap(module, **top)  # nnsight's pipeline around a ready module (PEFT weights, preprocessors)
+
+    return _load
+
+
+def _loaded_preprocessors(original: Callable) -> Callable:
+    def _loaded(self: Any) -> set:
+        found = original(self)
+        if found:
+            return found
+        from .nnsight_plan import needed_preprocessors
+
+        better = needed_preprocessors(self.task)
+        return found if better is None else better
+
+    return _loaded

@@ -1,0 +1,79 @@
+"""hybridload's own Triton kernels, bound on the served side in place of absent kernel packages.
+
+A GPU server cannot always install ``mamba_ssm``/``causal_conv1d`` (source builds, glibc-bound wheels).
+These kernels have the exact call signatures and semantics of the functions listed in :data:`FALLBACKS`
+(forward only; inference), so remote code runs at full speed when the operator opts in.
+
+Importing this package needs neither triton nor CUDA: triton is imported on the first kernel launch,
+and the public functions are loaded on first attribute access.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Callable
+
+from ._runtime import available, require_triton
+
+#: real symbol path, as remote code imports it -> "module:function" of the hybridload kernel with the same
+#: signature and semantics. Several paths name one function where the real package re-exports it.
+FALLBACKS: dict[str, str] = {
+    "mamba_ssm.ops.triton.layernorm_gated.rmsnorm_fn": "hybridload.kernels.layernorm_gated:rmsnorm_fn",
+    "mamba_ssm.ops.triton.layernorm_gated.layernorm_fn": "hybridload.kernels.layernorm_gated:layernorm_fn",
+    "mamba_ssm.ops.triton.selective_state_update.selective_state_update": (
+        "hybridload.kernels.ssm_state_update:selective_state_update"
+    ),
+    "causal_conv1d.causal_conv1d_fn": "hybridload.kernels.causal_conv1d:causal_conv1d_fn",
+    "causal_conv1d.causal_conv1d_update": "hybridload.kernels.causal_conv1d:causal_conv1d_update",
+    "causal_conv1d.causal_conv1d_interface.causal_conv1d_fn": "hybridload.kernels.causal_conv1d:causal_conv1d_fn",
+    "causal_conv1d.causal_conv1d_interface.causal_conv1d_update": (
+        "hybridload.kernels.causal_conv1d:causal_conv1d_update"
+    ),
+}
+
+_LAZY: dict[str, str] = {
+    "rmsnorm_fn": "hybridload.kernels.layernorm_gated",
+    "layernorm_fn": "hybridload.kernels.layernorm_gated",
+    "causal_conv1d_fn": "hybridload.kernels.causal_conv1d",
+    "causal_conv1d_update": "hybridload.kernels.causal_conv1d",
+    "selective_state_update": "hybridload.kernels.ssm_state_update",
+    "KernelArgumentError": "hybridload.kernels._validate",
+    "TOLERANCES": "hybridload.kernels.tolerances",
+    "within_tolerance": "hybridload.kernels.tolerances",
+}
+
+__all__ = sorted(["FALLBACKS", "available", "require_triton", "resolve", "fallback_for", *_LAZY])
+
+
+def resolve(target: str) -> Callable[..., Any]:
+    """Import a ``"module:function"`` target of :data:`FALLBACKS` (does not import triton)."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name.startswith("hybridload.kernels.") or not attr:
+        raise ValueError(f"not a hybridload.kernels target of the form 'module:function': {target!r}")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def fallback_for(symbol_path: str) -> Callable[..., Any] | None:
+    """The hybridload kernel that replaces ``symbol_path`` (e.g. a stand-in's ``__hybridload_path__``)."""
+    target = FALLBACKS.get(symbol_path)
+    return resolve(target) if target is not None else None
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'hybridload.kernels' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._validate import KernelArgumentError
+    from .causal_conv1d import causal_conv1d_fn, causal_conv1d_update
+    from .layernorm_gated import layernorm_fn, rmsnorm_fn
+    from .ssm_state_update import selective_state_update
+    from .tolerances import TOLERANCES, within_tolerance

@@ -1,0 +1,249 @@
+"""Group checkpoint keys by the transformers weight transform that consumes them.
+
+transformers 5 turns checkpoint tensors into model tensors with a per-model-type list of
+``WeightRenaming``/``WeightConverter`` transforms (``conversion_mapping.py``); ``from_pretrained`` applies
+them in ``convert_and_load_state_dict_in_model``. This module reproduces that function's *first pass*
+(rename every key, attach it to the transform instance of its first target) with transformers' own
+pieces -- ``get_model_conversion_mapping``, ``rename_source_key``, ``dot_natural_key`` -- but reads no
+tensor: the result is a list of :class:`LoadGroup` that the streaming loader materialises one at a time.
+Each group is exactly what transformers converts in one ``convert`` call (e.g. all experts of one layer
+for ``experts.gate_up_proj``), so host memory never holds more than one converted group.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+from transformers.conversion_mapping import get_model_conversion_mapping
+from transformers.core_model_loading import (
+    MergeModulelist,
+    WeightConverter,
+    WeightRenaming,
+    WeightTransform,
+    dot_natural_key,
+    rename_source_key,
+)
+from transformers.utils.loading_report import LoadStateDictInfo
+
+from ..errors import CheckpointError, PlanError
+from .stream_checkpoint import TensorEntry
+
+
+@dataclass
+class LoadGroup:
+    """One streaming unit: the checkpoint tensors one transform consumes and the model tensors it writes."""
+
+    first_target: str
+    transform: WeightTransform  # a fresh template; :meth:`instantiate` copies it per use
+    sources: list[tuple[str, str]] = field(default_factory=list)  # (source pattern, checkpoint key), natural order
+    targets: tuple[str, ...] = ()
+
+    @property
+    def is_conversion(self) -> bool:
+        return isinstance(self.transform, WeightConverter)
+
+    @property
+    def force_cpu(self) -> bool:
+        return bool(getattr(self.transform, "force_cpu", False))
+
+    def source_keys(self) -> list[str]:
+        return [key for _, key in self.sources]
+
+    def read_order(self) -> list[str]:
+        """Source keys in the order the transform materialises them: pattern by pattern (first seen first)."""
+        by_pattern: dict[str, list[str]] = {}
+        for pattern, key in self.sources:
+            by_pattern.setdefault(pattern, []).append(key)
+        return [key for keys in by_pattern.values() for key in keys]
+
+    def instantiate(self, loader: Callable[[str], Callable[[], torch.Tensor]]) -> WeightTransform:
+        """A transform instance holding deferred reads of this group's sources (transformers' sync-load form)."""
+        transform = _prestacking_copy(self.transform) or copy.deepcopy(self.transform)
+        for pattern, key in self.sources:
+            transform.add_tensor(self.first_target, key, pattern, loader(key))
+        return transform
+
+    def convert(self, loader: Callable[[str], Callable[[], torch.Tensor]], model: Any) -> dict[str, torch.Tensor]:
+        """Run transformers' conversion for this group; returns {model key: tensor}."""
+        transform = self.instantiate(loader)
+        realized = transform.convert(self.first_target, model=model, config=model.config, hf_quantizer=None)
+        return {name: (value[0] if isinstance(value, list) else value) for name, value in realized.items()}
+
+
+class _PrestackingConverter(WeightConverter):
+    """A WeightConverter whose first op is MergeModulelist, materialising each source list straight into its
+    stacked tensor: one source buffer is alive at a time instead of the whole list plus its stack.
+    MergeModulelist passes an already stacked tensor through (transformers' own contract, used by its
+    expert decompressors), so the ops and the result are unchanged; the copy into slices is torch.stack."""
+
+    __slots__ = ()
+
+    def materialize_tensors(self) -> dict[str, Any]:
+        dim = self.operations[0].dim
+        stacked: dict[str, torch.Tensor] = {}
+        for pattern in list(self.collected_tensors):
+            stacked[pattern] = _stack_loaded(self.collected_tensors.pop(pattern), dim)
+        return stacked
+
+
+def _stack_loaded(loaders: list[Callable[[], torch.Tensor]], dim: int) -> torch.Tensor:
+    first = loaders[0]()
+    shape = list(first.shape)
+    out = first.new_empty(shape[:dim] + [len(loaders)] + shape[dim:])
+    out.select(dim, 0).copy_(first)
+    del first
+    for index, load in enumerate(loaders[1:], start=1):
+        tensor = load()
+        if list(tensor.shape) != shape:  # torch.stack's own check, with its wording
+            raise RuntimeError(
+                f"stack expects each tensor to be equal size, but got {shape} at entry 0 and "
+                f"{list(tensor.shape)} at entry {index}"
+            )
+        out.select(dim, index).copy_(tensor)
+        del tensor
+    return out
+
+
+def _prestacking_copy(template: WeightTransform) -> WeightConverter | None:
+    """A fresh _PrestackingConverter equivalent to ``template``, if its first op is a plain MergeModulelist."""
+    if type(template) is not WeightConverter or type(template.operations[0]) is not MergeModulelist:
+        return None
+    converter = _PrestackingConverter(
+        source_patterns=list(template._original_source_patterns),
+        target_patterns=list(template._original_target_patterns),
+        operations=copy.deepcopy(template.operations),
+        force_cpu=template.force_cpu,
+    )
+    converter.scope_prefix, converter.base_model_prefix = template.scope_prefix, template.base_model_prefix
+    return converter
+
+
+@dataclass
+class ConversionPlan:
+    """How a checkpoint maps onto a model, decided from names and headers only."""
+
+    groups: list[LoadGroup]
+    transforms: list[WeightTransform]  # the model's transforms, with transformers' "was used" marks set
+    missing: set[str]  # model keys no group writes and that are neither tied nor allowed missing
+    unexpected: set[str]  # checkpoint-derived keys that match no model tensor (after the model's ignore rules)
+    initialized: set[str]  # keys the model allows to be missing; transformers' init fills them (as from_pretrained)
+    tied: dict[str, str]  # target -> source pairs tied after loading
+
+    def used_transforms(self) -> list[WeightTransform]:
+        return [transform for transform in self.transforms if transform.was_used()]
+
+
+def plan_conversion(
+    model: Any, entries: dict[str, TensorEntry], key_mapping: dict[str, str] | None = None
+) -> ConversionPlan:
+    """Rename and group every checkpoint key exactly as ``from_pretrained`` would, without reading tensors."""
+    transforms = _model_transforms(model, key_mapping)
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if isinstance(t, WeightConverter)]
+    pattern_to_converter = {pattern: conv for conv in converters for pattern in conv.source_patterns}
+    meta_state = model.state_dict()
+    prefix = model.base_model_prefix
+
+    groups: dict[str, LoadGroup] = {}
+    unexpected: set[str] = set()
+    for original_key in sorted(entries, key=dot_natural_key):
+        renamed_key, source_pattern = rename_source_key(original_key, renamings, converters, prefix, meta_state)
+        if renamed_key not in meta_state and original_key in meta_state:
+            # transformers' fallback: the key was already right, only the base-model prefix may differ
+            renamed_key, source_pattern = rename_source_key(original_key, [], [], prefix, meta_state)
+        if renamed_key in meta_state:
+            group = groups.get(renamed_key)
+            if group is None:
+                template: WeightTransform = (
+                    copy.deepcopy(pattern_to_converter[source_pattern])
+                    if source_pattern is not None
+                    else WeightRenaming(original_key, renamed_key)
+                )
+                group = groups[renamed_key] = LoadGroup(renamed_key, template)
+            elif source_pattern is None or not group.is_conversion:
+                raise CheckpointError(
+                    f"checkpoint keys {group.source_keys()[0]!r} and {original_key!r} both map to model tensor "
+                    f"{renamed_key!r}; the checkpoint holds the same weight twice (fused and unfused?). "
+                    "Remove the duplicate or pass key_mapping to tell them apart."
+                )
+            group.sources.append((source_pattern if source_pattern is not None else original_key, original_key))
+        elif source_pattern is not None:
+            converter = pattern_to_converter[source_pattern]
+            unexpected.update(renamed_key.replace(converter.target_patterns[0], t) for t in converter.target_patterns)
+        else:
+            unexpected.add(renamed_key)
+
+    for group in groups.values():
+        group.targets = _group_targets(group)
+
+    written = {target for group in groups.values() for target in group.targets}
+    missing = set(meta_state) - written
+    tied = dict(getattr(model, "all_tied_weights_keys", {}) or {})
+    missing -= _tied_covered(tied, missing)
+    info = LoadStateDictInfo(
+        missing_keys=set(missing),
+        unexpected_keys=set(unexpected),
+        mismatched_keys=set(),
+        error_msgs=[],
+        conversion_errors={},
+        skipped_pp_keys=set(),
+    )
+    model._adjust_missing_and_unexpected_keys(info)  # the model's own ignore-on-load rules
+    initialized = missing - info.missing_keys
+    return ConversionPlan(
+        groups=list(groups.values()),
+        transforms=transforms,
+        missing=set(info.missing_keys),
+        unexpected=set(info.unexpected_keys),
+        initialized=initialized,
+        tied=tied,
+    )
+
+
+def _model_transforms(model: Any, key_mapping: dict[str, str] | None) -> list[WeightTransform]:
+    if key_mapping is not None:
+        if not isinstance(key_mapping, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in key_mapping.items()
+        ):
+            raise PlanError("key_mapping must map regex patterns (str) to replacements (str).")
+        for pattern in key_mapping:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise PlanError(f"key_mapping pattern {pattern!r} is not a valid regex: {exc}.") from None
+    return get_model_conversion_mapping(model, key_mapping)
+
+
+def _group_targets(group: LoadGroup) -> tuple[str, ...]:
+    """Model keys a group writes: the first target, plus its siblings for one-to-many converters."""
+    if not group.is_conversion:
+        return (group.first_target,)
+    patterns = group.transform.target_patterns
+    return tuple(group.first_target.replace(patterns[0], pattern) for pattern in patterns)
+
+
+def _tied_covered(tied: dict[str, str], missing: set[str]) -> set[str]:
+    """Missing keys that tie_weights will fill from a loaded partner (transformers ties symmetrically)."""
+    covered: set[str] = set()
+    for target, source in tied.items():
+        if target in missing and source not in missing:
+            covered.add(target)
+        elif source in missing and target not in missing:
+            covered.add(source)
+    # chains: several targets tied to one source that is itself only present through another target
+    changed = True
+    while changed:
+        changed = False
+        for target, source in tied.items():
+            for key, partner in ((target, source), (source, target)):
+                if key in missing and key not in covered and partner in covered:
+                    covered.add(key)
+                    changed = True
+    return covered
+
+
+def natural_order(keys: Iterable[str]) -> list[str]:
+    return sorted(keys, key=dot_natural_key)

@@ -1,0 +1,199 @@
+"""A safetensors checkpoint folder read one tensor at a time.
+
+Every shard header is opened and checked up front (so a corrupt, truncated or missing shard fails
+before a single weight lands in the model), then tensors are read on demand with safetensors'
+``pread`` backend: each read is a private buffer of exactly that tensor, so no file page stays
+mapped into the process and host memory tracks what the loader holds, not what it has read.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from ..errors import CheckpointError
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+
+# safetensors header dtype names -> torch dtypes (the ones torch can hold)
+_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U64": torch.uint64,
+    "U32": torch.uint32,
+    "U16": torch.uint16,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+}
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """Where one checkpoint tensor lives and what it looks like, from the shard header alone."""
+
+    key: str
+    file: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def nbytes(self) -> int:
+        numel = 1
+        for dim in self.shape:
+            numel *= dim
+        return numel * self.dtype.itemsize
+
+
+class CheckpointReader:
+    """The tensors of a local safetensors checkpoint folder; use as a context manager to close the shards."""
+
+    def __init__(self, checkpoint_dir: str | os.PathLike[str]) -> None:
+        self.root = Path(checkpoint_dir)
+        self.files = _shard_files(self.root)
+        self._handles: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.entries: dict[str, TensorEntry] = {}
+        for file in self.files:
+            self._index_shard(file)
+        self._check_index_agrees()
+
+    # -- discovery -------------------------------------------------------------------------------
+    def _index_shard(self, file: str) -> None:
+        handle = self._open(file)
+        for key in handle.keys():
+            if key in self.entries:
+                raise CheckpointError(
+                    f"{key!r} is stored twice, in {self.entries[key].file} and in {file} "
+                    f"(folder {self.root}); the checkpoint is ambiguous. Re-save it so each tensor is in one shard."
+                )
+            view = handle.get_slice(key)
+            dtype_name = view.get_dtype()
+            dtype = _DTYPES.get(dtype_name)
+            if dtype is None:
+                raise CheckpointError(
+                    f"{file}: tensor {key!r} has dtype {dtype_name}, which torch cannot hold; "
+                    "convert the checkpoint to a torch dtype (e.g. BF16) first."
+                )
+            self.entries[key] = TensorEntry(key, file, tuple(view.get_shape()), dtype)
+
+    def _check_index_agrees(self) -> None:
+        index = self.root / INDEX_FILE
+        if not index.is_file():
+            return
+        weight_map = _read_index(index)
+        wrong = [
+            f"{key} (index says {file}, "
+            + (f"found in {self.entries[key].file})" if key in self.entries else "in no shard)")
+            for key, file in weight_map.items()
+            if key not in self.entries or self.entries[key].file != file
+        ]
+        if wrong:
+            raise CheckpointError(
+                f"{index} does not match its shards for {len(wrong)} tensor(s): {', '.join(sorted(wrong)[:10])}. "
+                "The index or a shard is stale or corrupt; re-download or re-save the checkpoint."
+            )
+
+    def _open(self, file: str) -> Any:
+        with self._lock:
+            handle = self._handles.get(file)
+            if handle is not None:
+                return handle
+            path = self.root / file
+            if not path.is_file():
+                raise CheckpointError(
+                    f"shard {file} is missing from {self.root} (named by {INDEX_FILE}); "
+                    "the download is incomplete: fetch the missing shard (e.g. snapshot_download again)."
+                )
+            try:
+                handle = safe_open(str(path), framework="pt", device="cpu", backend="pread")
+            except (SafetensorError, OSError) as exc:
+                raise CheckpointError(
+                    f"shard {file} in {self.root} is not a readable safetensors file ({exc}); it is corrupt or "
+                    "truncated: delete it and download it again."
+                ) from None
+            self._handles[file] = handle
+            return handle
+
+    # -- reading ---------------------------------------------------------------------------------
+    def read(self, key: str) -> torch.Tensor:
+        """Read one tensor into a fresh CPU buffer (the only copy the loader makes of it)."""
+        entry = self.entries[key]
+        try:
+            tensor = self._open(entry.file).get_tensor(key)
+        except (SafetensorError, OSError, RuntimeError) as exc:
+            raise CheckpointError(
+                f"reading {key!r} from shard {entry.file} in {self.root} failed ({exc}); the file changed or is "
+                "damaged: download it again."
+            ) from None
+        if tuple(tensor.shape) != entry.shape:
+            raise CheckpointError(
+                f"{entry.file}: {key!r} read back with shape {tuple(tensor.shape)}, header says {entry.shape}; "
+                "the shard is corrupt: download it again."
+            )
+        return tensor
+
+    def close(self) -> None:
+        with self._lock:
+            handles, self._handles = self._handles, {}
+        for handle in handles.values():
+            handle.__exit__(None, None, None)
+
+    def __enter__(self) -> "CheckpointReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _shard_files(root: Path) -> list[str]:
+    if not root.is_dir():
+        raise CheckpointError(f"checkpoint folder {root} does not exist; pass the local snapshot folder of the model.")
+    index = root / INDEX_FILE
+    if index.is_file():
+        files = sorted(set(_read_index(index).values()))
+        if not files:
+            raise CheckpointError(f"{index} names no shard; the index is corrupt: download it again.")
+        return files
+    if (root / SINGLE_FILE).is_file():
+        return [SINGLE_FILE]
+    others = sorted(p.name for p in root.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".gguf"})
+    hint = (
+        f" It holds {', '.join(others[:5])}: the streaming loader reads safetensors only; convert the "
+        "checkpoint with save_pretrained(safe_serialization=True) or load it with from_pretrained."
+        if others
+        else " Download the weights (snapshot_download with allow_patterns=['*.safetensors*'])."
+    )
+    raise CheckpointError(f"{root} has neither {SINGLE_FILE} nor {INDEX_FILE}.{hint}")
+
+
+def _read_index(index: Path) -> dict[str, str]:
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+        weight_map = data["weight_map"]
+        if not isinstance(weight_map, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+        ):
+            raise TypeError("weight_map must map tensor names to shard file names")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(
+            f"{index} is not a valid safetensors index ({type(exc).__name__}: {exc}); download it again."
+        ) from None
+    for file in weight_map.values():
+        if Path(file).name != file:
+            raise CheckpointError(f"{index} names shard {file!r} outside the folder; the index is corrupt.")
+    return weight_map

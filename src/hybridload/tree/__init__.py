@@ -1,0 +1,46 @@
+"""Tree signatures, diffs and layer-kind maps: make client/server tree equivalence a CI check.
+
+``signature(model)`` describes a module tree canonically, ``compare(a, b)`` says how two trees differ,
+``layer_kinds(model)`` maps decoder layers to their mixers. Attributes load lazily so that importing
+hybridload (and this package) does not import torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# ``signature`` and ``layer_kinds`` are public as ``hybridload.signature`` / ``hybridload.layer_kinds``:
+# here those names are the submodules that define them (Python binds a submodule to its package on import).
+_LAZY: dict[str, str] = {
+    "TreeSignature": "hybridload.tree.signature",
+    "ParamSpec": "hybridload.tree.specs",
+    "BufferSpec": "hybridload.tree.specs",
+    "SignatureInputError": "hybridload.tree.header",
+    "compare": "hybridload.tree.diff",
+    "TreeDiff": "hybridload.tree.diff",
+    "Difference": "hybridload.tree.diff",
+    "LayerKinds": "hybridload.tree.layer_kinds",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'hybridload.tree' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .diff import Difference, TreeDiff, compare
+    from .header import SignatureInputError
+    from .layer_kinds import LayerKinds
+    from .signature import TreeSignature
+    from .specs import BufferSpec, ParamSpec
