@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# benchmarks/kernels.py would shadow the `kernels` package transformers probes for
+# benchmarks/triton_kernels.py would shadow the `kernels` package transformers probes for
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT / "tests" / "compat"))
 

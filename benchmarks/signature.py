@@ -4,7 +4,8 @@ Builds meta trees of a DeepSeek-V3-like (671B) and a Qwen3-235B-A22B-like config
 dimensions with plain transformers (``AutoModelForCausalLM.from_config`` under ``torch.device("meta")``,
 hybridload's integration disabled), then times, on the same tree in the same run:
 
-* ``hybridload.signature(model)`` (target: under 10% of the warm meta build),
+* ``hybridload.signature(model)`` including its digest (target: under 10% of the warm meta build), as wall
+  time and as process CPU time (which other jobs on a shared machine inflate less),
 * a naive canonical signature (three ``named_*`` passes, sorted JSON, sha256) for reference,
 * ``to_json``/``from_json`` and ``compare`` of two signatures that differ in one parameter.
 
@@ -24,7 +25,7 @@ import time
 from typing import Any, Callable
 
 # run as a script, this folder is sys.path[0]; sibling benchmark files must not shadow real packages
-# (transformers probes ``import kernels``, and benchmarks/kernels.py exists)
+# (transformers probes ``import kernels``, and benchmarks/triton_kernels.py exists)
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
     sys.path.pop(0)
 
@@ -69,7 +70,7 @@ def naive_signature(model: Any) -> str:
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
 
 
-def run(spec: dict, repeat: int) -> dict:
+def run(spec: dict, repeat: int, collect: bool = True) -> dict:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -83,24 +84,29 @@ def run(spec: dict, repeat: int) -> dict:
             return AutoModelForCausalLM.from_config(config)
 
     build()  # cold: imports, lazy init
-    # interleaved rounds, so that load from other processes hits build and signing alike; each round starts
-    # from a collected heap, as a fresh process would (the last round's model is cyclic garbage otherwise, and
-    # the new tree's objects would be scattered between its remains)
-    build_times, sign_times, naive_times = [], [], []
+    # interleaved rounds, so that load from other processes hits build and signing alike; by default each round
+    # starts from a collected heap, as a fresh process would (the last round's model is cyclic garbage
+    # otherwise, and the new tree's objects are scattered between its remains: --keep-garbage measures that)
+    wall: dict[str, list[float]] = {"build": [], "sign": [], "naive": []}
+    cpu: dict[str, list[float]] = {"build": [], "sign": [], "naive": []}
     model = None
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
+        result = fn()
+        wall[name].append(time.perf_counter() - start_wall)
+        cpu[name].append(time.process_time() - start_cpu)
+        return result
+
     for _ in range(repeat):
         del model
-        gc.collect()
-        start = time.perf_counter()
-        model = build()
-        build_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        hybridload.signature(model)
-        sign_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        naive_signature(model)
-        naive_times.append(time.perf_counter() - start)
-    build_s, sign_s, naive_s = map(statistics.median, (build_times, sign_times, naive_times))
+        if collect:
+            gc.collect()
+        model = timed("build", build)
+        timed("sign", lambda: hybridload.signature(model).digest)
+        timed("naive", lambda: naive_signature(model))
+    build_s, sign_s, naive_s = (statistics.median(wall[name]) for name in ("build", "sign", "naive"))
+    build_cpu, sign_cpu = statistics.median(cpu["build"]), statistics.median(cpu["sign"])
     sig = hybridload.signature(model)
     text = sig.to_json()
     to_json_s = median_seconds(sig.to_json, repeat)
@@ -118,6 +124,7 @@ def run(spec: dict, repeat: int) -> dict:
         "build_s": build_s,
         "sign_s": sign_s,
         "naive_s": naive_s,
+        "cpu_ratio": sign_cpu / build_cpu,
         "to_json_s": to_json_s,
         "from_json_s": from_json_s,
         "compare_s": compare_s,
@@ -127,19 +134,24 @@ def run(spec: dict, repeat: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=21, help="timed repetitions per measurement (median)")
+    parser.add_argument("--keep-garbage", action="store_true",
+                        help="do not collect the heap between rounds (a long-lived process that built models before)")
     args = parser.parse_args()
     import torch
     import transformers
 
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {os.cpu_count()} CPUs")
+    heap = "heap kept between rounds" if args.keep_garbage else "heap collected before each round"
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {os.cpu_count()} CPUs, {heap}")
     header = (f"{'architecture':<13} {'modules':>7} {'params':>6} {'elements':>9} {'build':>9} {'sign':>8} "
-              f"{'sign/build':>10} {'naive':>8} {'naive/build':>11} {'to_json':>8} {'from_json':>9} {'compare':>8}")
+              f"{'sign/build':>10} {'(cpu time)':>10} {'naive':>8} {'naive/build':>11} {'to_json':>8} "
+              f"{'from_json':>9} {'compare':>8}")
     print(header)
     for spec in (DEEPSEEK_V3, QWEN3_235B):
-        r = run(spec, args.repeat)
+        r = run(spec, args.repeat, collect=not args.keep_garbage)
         print(
             f"{r['name']:<13} {r['modules']:>7} {r['parameters']:>6} {r['elements'] / 1e9:>8.1f}B "
             f"{r['build_s'] * 1e3:>7.1f}ms {r['sign_s'] * 1e3:>6.2f}ms {r['sign_s'] / r['build_s']:>10.1%} "
+            f"{r['cpu_ratio']:>10.1%} "
             f"{r['naive_s'] * 1e3:>6.2f}ms {r['naive_s'] / r['build_s']:>11.1%} {r['to_json_s'] * 1e3:>6.2f}ms "
             f"{r['from_json_s'] * 1e3:>7.2f}ms {r['compare_s'] * 1e3:>6.2f}ms"
         )

@@ -42,9 +42,14 @@ _LAZY: dict[str, str] = {
     "load_tokenizer": "hybridload.plan.load",
     "load_real": "hybridload.plan.load",
     "compat_window": "hybridload.compat.window",
+    "KernelArgumentError": "hybridload.kernels._validate",
+    "SignatureInputError": "hybridload.tree.header",
+    "RemovedTransformersAPIError": "hybridload.compat.errors",
+    "ValueDependentInitError": "hybridload.compat.errors",
     "real_load_window": "hybridload.compat.window",
     "dispatch": "hybridload.serve.dispatch",
     "kernel_report": "hybridload.serve.report",
+    "stream_load": "hybridload.serve.streaming",
     "signature": "hybridload.tree.signature",
     "TreeSignature": "hybridload.tree.signature",
     "compare": "hybridload.tree.diff",
@@ -81,6 +86,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .plan.resolve import resolve
     from .serve.dispatch import dispatch
     from .serve.report import kernel_report
+    from .serve.streaming import stream_load
     from .shim.probe import probe_kernel_package
     from .shim.references import register_reference
     from .shim.registry import kernel_packages, register_kernel_package

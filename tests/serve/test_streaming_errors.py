@@ -217,3 +217,14 @@ def test_bad_arguments_raise_plan_errors(kit, moe_checkpoints, kwargs: dict, fra
 def test_not_a_transformers_model(moe_checkpoints) -> None:
     with pytest.raises(PlanError, match="PreTrainedModel"):
         stream_load(torch.nn.Linear(2, 2), moe_checkpoints("qwen2_moe"))
+
+
+def test_buffer_nobody_computes_is_an_error(kit, moe_checkpoints, monkeypatch) -> None:
+    """A meta-built non-persistent buffer that _init_weights does not recompute would be garbage: refuse."""
+    folder = moe_checkpoints("qwen2_moe")
+    model = _meta_for(kit, folder)
+    cls = next(c for c in type(model).__mro__ if "_init_weights" in vars(c))  # shared by the sub-models
+    real_init = cls._init_weights
+    monkeypatch.setattr(cls, "_init_weights", lambda self, m: None if "Rotary" in type(m).__name__ else real_init(self, m))
+    message = _load_fails(kit, model, folder)
+    assert "model.rotary_emb.inv_freq (non-persistent buffer)" in message and "_init_weights" in message

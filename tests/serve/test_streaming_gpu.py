@@ -66,10 +66,11 @@ def test_failure_mid_stream_frees_the_gpu(kit, moe_checkpoints, monkeypatch) -> 
         return real_read(self, key)
 
     monkeypatch.setattr(stream_checkpoint.CheckpointReader, "read", failing_read)
+    gc.collect()
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
     with pytest.raises(CheckpointError, match="simulated"):
         stream_load(model, folder, device_map="cuda")
     gc.collect()
     kit.assert_all_meta(model)
-    assert torch.cuda.memory_allocated() == before
+    assert torch.cuda.memory_allocated() <= before  # nothing the failed load placed stays allocated

@@ -132,3 +132,72 @@ def test_concurrent_loads_into_separate_models(kit, moe_checkpoints) -> None:
     for model, folder in zip(models, folders):
         kit.assert_bit_identical(AutoModelForCausalLM.from_pretrained(folder), model)
 
+
+
+def test_allowed_missing_keys_are_initialised_like_from_pretrained(kit, moe_checkpoints, checkpoint_copy, monkeypatch) -> None:
+    """A key the model declares may be missing (_keys_to_ignore_on_load_missing) gets transformers' init."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    folder = checkpoint_copy(moe_checkpoints("qwen2_moe"))
+    index_path = folder / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    key = "model.layers.1.post_attention_layernorm.weight"
+    shard = index["weight_map"].pop(key)
+    with safe_open(str(folder / shard), "pt") as fh:
+        save_file({k: fh.get_tensor(k) for k in fh.keys() if k != key}, folder / shard, metadata={"format": "pt"})
+    index_path.write_text(json.dumps(index))
+    config = AutoConfig.from_pretrained(folder)
+    monkeypatch.setattr(kit.model_class(config), "_keys_to_ignore_on_load_missing", [r"post_attention_layernorm"])
+
+    loaded = stream_load(kit.build_meta(config), folder)
+    kit.assert_bit_identical(AutoModelForCausalLM.from_pretrained(folder), loaded)
+    assert torch.equal(loaded.get_parameter(key), torch.ones(config.hidden_size))  # RMSNorm init
+
+
+def test_buffer_init_does_not_recompute_keeps_the_built_value(kit, moe_checkpoints, monkeypatch) -> None:
+    """If _init_weights skips a non-persistent buffer, a build that computed it (buffers kept real) is used."""
+    from accelerate import init_empty_weights
+
+    folder = moe_checkpoints("qwen2_moe")
+    config = AutoConfig.from_pretrained(folder)
+    with init_empty_weights(include_buffers=False):
+        model = kit.model_class(config)(config)
+    built = model.model.rotary_emb.inv_freq.clone()
+    cls = next(c for c in kit.model_class(config).__mro__ if "_init_weights" in vars(c))  # shared by sub-models
+    real_init = cls._init_weights
+    monkeypatch.setattr(cls, "_init_weights", lambda self, m: None if "Rotary" in type(m).__name__ else real_init(self, m))
+
+    loaded = stream_load(model, folder)
+    assert torch.equal(loaded.model.rotary_emb.inv_freq, built)
+
+
+@pytest.mark.parametrize(
+    "model_type, config, checkpoint_key",
+    [
+        ("llama", dict(num_key_value_heads=1), "model.layers.1.mlp.gate_proj.weight"),  # no conversion at all
+        ("gpt_neox", dict(tie_word_embeddings=False), "embed_out.weight"),  # class-scoped rename -> lm_head
+    ],
+)
+def test_dense_models_and_class_scoped_renames(kit, tmp_path: Path, model_type: str, config: dict, checkpoint_key: str) -> None:
+    base = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                max_position_embeddings=64)
+    model_config = AutoConfig.for_model(model_type, **base, **config)
+    folder = kit.write_checkpoint(model_config, tmp_path / model_type)
+    assert checkpoint_key in kit.checkpoint_keys(folder)
+    loaded = stream_load(kit.build_meta(AutoConfig.from_pretrained(folder)), folder)
+    kit.assert_bit_identical(AutoModelForCausalLM.from_pretrained(folder), loaded)
+
+
+@pytest.mark.parametrize(
+    "device_map",
+    ["cpu", torch.device("cpu"), "auto", {"model.embed_tokens": "cpu", "model": "cpu", "lm_head": "cpu"}],
+    ids=["str", "torch.device", "auto", "prefix-dict"],
+)
+def test_cpu_device_maps(kit, moe_checkpoints, device_map) -> None:
+    folder = moe_checkpoints("qwen2_moe")
+    loaded = stream_load(kit.build_meta(AutoConfig.from_pretrained(folder)), folder, device_map=device_map)
+    kit.assert_bit_identical(AutoModelForCausalLM.from_pretrained(folder), loaded)
+    assert not hasattr(loaded.model.layers[0], "_hf_hook")  # one device: no dispatch hooks

@@ -65,8 +65,33 @@ def _bamba():
     return config, expected
 
 
-@pytest.mark.parametrize("make", [_nemotron_h, _jamba, _falcon_h1, _qwen3_next, _bamba],
-                         ids=["nemotron_h", "jamba", "falcon_h1", "qwen3_next", "bamba"])
+def _granitemoehybrid():
+    config = _config("granitemoehybrid", num_hidden_layers=3, layer_types=["mamba", "attention", "mamba"],
+                     num_local_experts=4, mamba_n_heads=8, mamba_d_head=16, mamba_d_state=8, mamba_n_groups=1,
+                     shared_intermediate_size=64)
+    # every layer: its sequence mixer, a sparse MoE and a shared MLP beside it
+    expected = [("mamba" if kind == "linear_attention" else "attention", "moe", "mlp") for kind in config.layer_types]
+    return config, expected
+
+
+def _kimi_linear():
+    config = _config("kimi_linear", num_hidden_layers=4, pad_token_id=0, num_experts=4, moe_intermediate_size=32,
+                     kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16,
+                     linear_attn_config={"num_heads": 4, "head_dim": 16, "short_conv_kernel_size": 4,
+                                         "full_attn_layers": [2, 4], "kda_layers": [1, 3]})
+    # its full-attention class is KimiLinearAttention: the family name must not make it "linear"
+    expected = [
+        ("linear_attention" if kind == "linear_attention" else "attention", "moe" if mlp == "sparse" else "mlp")
+        for kind, mlp in zip(config.layer_types, config.mlp_layer_types)
+    ]
+    return config, expected
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_nemotron_h, _jamba, _falcon_h1, _qwen3_next, _bamba, _granitemoehybrid, _kimi_linear],
+    ids=["nemotron_h", "jamba", "falcon_h1", "qwen3_next", "bamba", "granitemoehybrid", "kimi_linear"],
+)
 def test_native_hybrids(make) -> None:
     config, expected = make()
     model = meta_build(config)
@@ -173,3 +198,29 @@ def test_the_declared_layer_count_picks_the_decoder_list() -> None:
     assert kinds == [("attention",), ()]  # a layer holding nothing recognisable gets ()
     # without a declared count, the list with the most sequence mixers wins
     assert layer_kinds(signature(tree)).container == "vision.blocks"
+
+
+@pytest.mark.parametrize(
+    "name, family, expected",
+    [
+        ("KimiLinearAttention", "KimiLinear", "attention"),
+        ("KimiLinearDeltaAttention", "KimiLinear", "linear_attention"),
+        ("Qwen3MoeMLP", "Qwen3Moe", "mlp"),
+        ("Qwen3MoeSparseMoeBlock", "Qwen3Moe", "moe"),
+        ("GraniteMoeHybridAttention", "GraniteMoeHybrid", "attention"),
+        ("GraniteMoeHybridRMSNorm", "GraniteMoeHybrid", None),
+        ("MambaRMSNormGated", "", None),
+        ("NemotronHMOE", "NemotronH", "moe"),
+        ("JambaMambaMixer", "Jamba", "mamba"),
+        ("Qwen3NextGatedDeltaNet", "Qwen3Next", "linear_attention"),
+        ("MiniMaxLightningAttention", "MiniMax", "linear_attention"),
+        ("Lfm2ShortConv", "Lfm2", "conv"),
+        ("FalconH1Mixer", "FalconH1", None),  # judged by its structure (A_log) instead
+    ],
+)
+def test_class_name_keywords_after_the_family_prefix(name: str, family: str, expected) -> None:
+    from hybridload.tree.kinds import family_prefix, kind_from_class_name
+
+    siblings = {name, f"{family}Model", f"{family}ForCausalLM"} if family else {name}
+    assert family_prefix(siblings) == family
+    assert kind_from_class_name(f"transformers.models.x.modeling_x.{name}", family) == expected

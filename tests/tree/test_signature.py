@@ -197,6 +197,23 @@ def test_tied_weights_identical_under_meta_device_and_init_empty_weights() -> No
     assert untied.digest != meta_sig.digest
 
 
+def test_declared_ties_keep_the_first_path_in_tree_order() -> None:
+    """A declared tie whose target comes first in the tree signs like the same tie made by identity."""
+
+    def tree(tie_by_identity: bool) -> nn.Module:
+        root = nn.Module()
+        root.head = nn.Linear(4, 8, bias=False)  # registered first: the target of the declared tie
+        root.emb = nn.Embedding(8, 4)
+        if tie_by_identity:
+            root.head.weight = root.emb.weight
+        root.all_tied_weights_keys = {"head.weight": "emb.weight"}  # transformers' {target: source}
+        return root
+
+    by_identity, declared_only = signature(tree(True)), signature(tree(False))
+    assert by_identity.ties == {"head.weight": ("emb.weight",)}
+    assert declared_only.to_json() == by_identity.to_json()
+
+
 def test_shared_modules_and_buffers_are_recorded_once() -> None:
     shared = nn.Linear(4, 4)
 

@@ -147,18 +147,23 @@ def load_meta(model: str | os.PathLike | LoadPlan, **resolve_kwargs: Any) -> Any
     from ..build import meta_build_window
     from .attention import meta_attention
 
+    from ..compat.state import observe
+
     plan = plan_for(model, **resolve_kwargs)
-    config, unused = _load_config(plan)
-    auto_cls = getattr(transformers, plan.auto_class)
-    kwargs = _model_kwargs(plan, unused)
-    try:
-        with torch.device("meta"), meta_build_window(config, kwargs) as report, meta_attention(), routed(origin_of(config)):
-            built = auto_cls.from_config(config, **kwargs)
-    except HybridloadError:
-        raise
-    except Exception as exc:
-        error = RemoteCodeError if plan.model_class_source == REMOTE else PlanError
-        raise error(f"meta build of {plan.model_class} ({plan.repo}) failed: {type(exc).__name__}: {exc}") from exc
+    with observe() as compat_record:  # entries fired by the config load and the build, for the header
+        config, unused = _load_config(plan)
+        auto_cls = getattr(transformers, plan.auto_class)
+        kwargs = _model_kwargs(plan, unused)
+        try:
+            with torch.device("meta"), meta_build_window(config, kwargs) as report, meta_attention(), routed(
+                origin_of(config)
+            ):
+                built = auto_cls.from_config(config, **kwargs)
+        except HybridloadError:
+            raise
+        except Exception as exc:
+            error = RemoteCodeError if plan.model_class_source == REMOTE else PlanError
+            raise error(f"meta build of {plan.model_class} ({plan.repo}) failed: {type(exc).__name__}: {exc}") from exc
     _check_built(built, plan, "the meta build")
     if any(t.device.type != "meta" for t in _tensors(built)):
         built.to("meta")  # a constructor that pinned a buffer to a device: the meta tree holds no storage
@@ -170,6 +175,7 @@ def load_meta(model: str | os.PathLike | LoadPlan, **resolve_kwargs: Any) -> Any
         )
     built.hybridload_plan = plan
     built.hybridload_build_report = report
+    built.hybridload_compat_entries = compat_record.header()
     return built
 
 

@@ -110,6 +110,9 @@ def _build() -> dict[str, Callable]:
                 continue
             for path in paths:
                 references[path] = fn
+        # a module may name further import paths itself (e.g. the bare ``causal_conv1d_cuda`` extension)
+        for path, fn in getattr(module, "REFERENCES", {}).items():
+            references.setdefault(path, fn)
     return references
 
 

@@ -71,10 +71,20 @@ def verify_against_meta(plan: Any, model: Any) -> Any:
     from ..tree.diff import compare
     from ..tree.signature import signature
 
-    diff = compare(signature(load_meta(plan)), signature(model, plan))
+    meta = load_meta(plan)
+    diff = compare(signature(meta), signature(model, plan))
     if not diff.identical:
         raise TreeMismatchError(
             "the served model's tree differs from the meta build of the same plan:\n" + diff.report(), diff
+        )
+    expected = list(getattr(meta, "hybridload_compat_entries", []))
+    served = list(getattr(model, "hybridload_compat_entries", expected))
+    if expected != served:
+        missing, extra = sorted(set(expected) - set(served)), sorted(set(served) - set(expected))
+        raise TreeMismatchError(
+            "the served load applied other transformers-compatibility entries than the meta build "
+            f"(missing {missing}, extra {extra}); both sides must run the same hybridload version",
+            diff,
         )
     return diff
 
@@ -103,17 +113,19 @@ def dispatch(
     strict = flag("HYBRIDLOAD_STRICT") if strict is None else strict
     chosen = policy(kernel_fallback)
 
+    from ..compat.state import observe
     from ..compat.window import real_load_window
 
     evict_tainted()
     # the server applies the same transformers-4.x compatibility entries the client's meta build applied
-    with fallback_window(chosen), real_load_window():
+    with observe() as compat_record, fallback_window(chosen), real_load_window():
         if low_memory:
             from .streaming import stream_load
 
             loaded = stream_load(load_meta(plan), checkpoint_dir(plan), device_map=device_map, dtype=plan.dtype)
         else:
             loaded = load_real(plan, device_map=device_map, **kw)
+    loaded.hybridload_compat_entries = compat_record.header()
     report = kernel_report(loaded)
     if strict:
         _strict_check(report)

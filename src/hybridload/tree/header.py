@@ -102,6 +102,8 @@ def build_header(model: Any, plan: Any = None, extra: Mapping[str, Any] | None =
         "plan": _plan_header(plan),
         "model": _model_facts(model),
         "versions": library_versions(),
+        # transformers-4.x compatibility entries the build needed (recorded by load_meta / dispatch)
+        "compat_entries": sorted(getattr(model, "hybridload_compat_entries", None) or []),
     }
     if extra:
         header = _merge(header, extra)

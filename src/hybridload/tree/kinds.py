@@ -3,8 +3,9 @@
 Working from the signature, not the live model, means a layer-kind map can be checked from a signature
 file in CI, and a model and its signature always give the same answer.
 
-A module is judged by, in order: a keyword in its class name (the *last* keyword wins, so ``Qwen3MoeMLP``
-is an MLP and ``GraniteMoeHybridAttention`` an attention); its structure (``A_log`` -> Mamba, ``experts``
+A module is judged by, in order: a keyword in its class name after the family prefix its modeling file's
+classes share (the *last* keyword wins, so ``Qwen3MoeMLP`` is an MLP, ``GraniteMoeHybridAttention`` an
+attention and ``KimiLinearAttention`` full attention); its structure (``A_log`` -> Mamba, ``experts``
 child -> MoE, ``q_proj``+``k_proj`` -> attention, ``up_proj``+``down_proj`` -> MLP); its attribute name
 (``self_attn``, ``mamba``, ``experts``...). A module that is judged is not looked into (a MoE's shared
 expert is not a second MLP). Classes named ``...Layer`` (decoder layers nested in hybrid layers) and plain

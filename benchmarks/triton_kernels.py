@@ -12,7 +12,7 @@ conv dim 10240, 128 heads x 64 x dstate 128; 1 to 32k tokens) it prints and reco
 Times are medians of ``triton.testing.do_bench`` (CUDA events; L2 flushed before every call). Decode
 kernels also get ``host us/call``: a host-timed loop, launch overhead included, what one decode step costs.
 
-Usage: ``python benchmarks/kernels.py [--sweep] [--out DIR]``. ``--sweep`` first times block-size variants
+Usage: ``python benchmarks/triton_kernels.py [--sweep] [--out DIR]``. ``--sweep`` first times block-size variants
 of each kernel on its largest input (each checked against the reference) to choose the defaults.
 """
 from __future__ import annotations
