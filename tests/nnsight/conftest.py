@@ -19,14 +19,28 @@ from nnsight_fixtures import HubCache, write_gpt2, write_tiny_hybrid  # noqa: E4
 
 @pytest.fixture(autouse=True)
 def _installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """``import hybridload`` as users do it, no trust policy from the environment, and nnsight imported."""
+    """``import hybridload`` as users do it, nnsight imported, no trust policy, and per-test process caches.
+
+    Tests reuse repo ids ("org/tiny") in different temporary Hub caches, so the commit pins, nnsight's id and
+    config caches and the server's rebuilt client trees start empty in every test.
+    """
     import hybridload
     import nnsight  # noqa: F401
+    from nnsight.modeling import huggingface
+
+    from hybridload.integrations.nnsight_handshake import forget_rebuilt
+    from hybridload.integrations.nnsight_plan import forget_pins
 
     monkeypatch.delenv("HYBRIDLOAD_TRUST_REMOTE_CODE", raising=False)
+    monkeypatch.setattr(huggingface, "_ID_CACHE", {})
+    monkeypatch.setattr(huggingface, "_CONFIG_CACHE", {})
+    forget_pins()
+    forget_rebuilt()
     hybridload.install()
     yield
     hybridload.install()  # a test that uninstalled must not leak that into the next one
+    forget_pins()
+    forget_rebuilt()
 
 
 @pytest.fixture

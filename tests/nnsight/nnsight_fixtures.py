@@ -248,4 +248,7 @@ def subprocess_env(tmp: Path, *, kernels: bool) -> dict[str, str]:
         TOKENIZERS_PARALLELISM="false",
         OMP_NUM_THREADS="1",
     )
+    # loopback only: never route 127.0.0.1 through a proxy the CI environment may configure
+    for name in ("NO_PROXY", "no_proxy"):
+        env[name] = ",".join(filter(None, [env.get(name, ""), "127.0.0.1", "localhost"]))
     return env

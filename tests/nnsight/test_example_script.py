@@ -35,3 +35,6 @@ def test_the_servers_attention_implementation_travels(script, capsys):
     assert "attention=flash_attention_2" in result["plan"]
     assert result["attention sent to the server"] == "flash_attention_2"
     assert "scan skipped" in capsys.readouterr().out and "scan" not in result
+    lm = script.build(None, None, "flash_attention_2")
+    with pytest.raises(RuntimeError, match="autocast"):  # why: transformers' flash integration on fake tensors
+        script.scan(lm)

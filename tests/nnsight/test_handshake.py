@@ -129,3 +129,46 @@ def test_same_tree_with_another_plan_runs_with_a_warning(gpt2, tmp_path, caplog)
         saved = run_request(server, request.env, request.blob)
     assert sorted(saved) == ["hidden", "logits"]
     assert f"repo: client '{gpt2}' -> server '{twin}'" in caplog.text
+
+
+@pytest.mark.parametrize("change", ["dtype", "class"])
+def test_a_dtype_or_module_class_difference_is_a_tree_difference(gpt2, change):
+    """What a quantized deployment or a client-side dtype does to the tree: refused, path and change named."""
+    from nnsight import TransformersModel
+
+    client = TransformersModel(str(gpt2), task="text-generation", **({"dtype": "bfloat16"} if change == "dtype" else {}))
+    request = _request(client)
+    server = TransformersModel(str(gpt2), task="text-generation", dispatch=True)
+    if change == "class":
+        mlp = server._module.transformer.h[0].mlp
+        mlp.c_fc.__class__ = type("QuantizedConv1D", (type(mlp.c_fc),), {})
+    with pytest.raises(TreeMismatchError) as info:
+        run_request(server, request.env, request.blob)
+    first = info.value.diff.first_difference
+    assert first.change == change
+    assert first.path == ("transformer.wte.weight" if change == "dtype" else "transformer.h.0.mlp.c_fc")
+
+
+@pytest.mark.parametrize("policy", [None, "client"])
+def test_client_remote_code_is_rebuilt_only_when_the_server_trusts_it(tmp_path, monkeypatch, policy):
+    """The plan in a request names the code to run; the server runs it only if it already trusts that code."""
+    from nnsight import TransformersModel
+    from nnsight_fixtures import write_tiny_hybrid
+
+    client_folder = write_tiny_hybrid(tmp_path / "client_code", version=1)
+    server_folder = write_tiny_hybrid(tmp_path / "server_code", version=2)
+    client = TransformersModel(str(client_folder), trust_remote_code=True, task="text-generation")
+    backend = CaptureBackend(client)
+    with client.trace(torch.tensor([[2, 3, 4]]), backend=backend):
+        logits = client.lm_head.output.save()  # noqa: F841
+    with pytest.warns(RuntimeWarning, match="without mamba_ssm"):
+        server = TransformersModel(str(server_folder), trust_remote_code=True, task="text-generation", dispatch=True)
+    if policy:
+        monkeypatch.setenv("HYBRIDLOAD_TRUST_REMOTE_CODE", str(client_folder))
+    with pytest.raises(TreeMismatchError) as info:
+        run_request(server, backend.env, backend.blob)
+    if policy:
+        assert info.value.diff.first_path == "model.v2_only"
+    else:
+        assert info.value.diff is None
+        assert f"would run remote code of {client_folder}, which this server neither serves nor trusts" in str(info.value)

@@ -75,3 +75,28 @@ def test_import_hybridload_stays_light():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_name_missing_from_an_nnsight_release_is_skipped():
+    from hybridload.integrations.nnsight import _replace
+
+    class Wrapper:
+        def kept(self) -> str:
+            return "kept"
+
+    _replace(Wrapper, "_dropped_in_this_release", lambda original: original)
+    assert "_dropped_in_this_release" not in Wrapper.__dict__ and Wrapper().kept() == "kept"
+
+
+def test_uninstall_forgets_the_integrations_process_caches(monkeypatch):
+    import hybridload
+    from hybridload.integrations import nnsight_handshake, nnsight_plan
+
+    calls = []
+    monkeypatch.setattr(nnsight_plan, "forget_pins", lambda: calls.append("pins"))
+    monkeypatch.setattr(nnsight_handshake, "forget_rebuilt", lambda: calls.append("rebuilt"))
+    hybridload.uninstall()
+    try:
+        assert calls == ["pins", "rebuilt"]
+    finally:
+        hybridload.install()

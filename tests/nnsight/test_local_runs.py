@@ -9,7 +9,7 @@ import torch
 from fixtures.remote_code import write_remote_model
 from nnsight_fixtures import write_tokenizer, write_weights
 
-from hybridload.errors import KernelUnavailableError, RemoteCodeError
+from hybridload.errors import KernelUnavailableError, RemoteCodeError, StandInReachableError
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="kernel-aware retries are for CPU-only machines")
 
@@ -76,3 +76,24 @@ def test_a_missing_non_kernel_package_stays_the_models_error(tmp_path):
     for how in ({}, {"dispatch": True}):
         with pytest.raises(RemoteCodeError, match=DEFAULT_MISSING_PACKAGE):
             _model(folder, **how)
+
+
+def test_a_cuda_machine_keeps_the_plain_load_error(tmp_path, monkeypatch):
+    """A server must bind real kernels: no stand-in retry where CUDA is available."""
+    from hybridload.integrations import nnsight_local
+
+    folder = _fixture(tmp_path, "fast_path_guard", attn_layer_indices=[])
+    write_weights(folder)
+    lm = _model(folder)
+    monkeypatch.setattr(nnsight_local, "_cuda", lambda: True)
+    with pytest.raises(RemoteCodeError, match="needs a package that is missing"):
+        lm.dispatch()
+
+
+def test_strict_mode_refuses_stand_ins_in_a_local_run(tmp_path, monkeypatch):
+    folder = _fixture(tmp_path, "fast_path_guard", attn_layer_indices=[])
+    write_weights(folder)
+    lm = _model(folder)
+    monkeypatch.setenv("HYBRIDLOAD_STRICT", "1")
+    with pytest.raises(StandInReachableError, match="mamba_ssm"):
+        lm.dispatch()

@@ -59,6 +59,31 @@ def test_without_tokenizer_argument_the_plan_supplies_the_tokenizer(gpt2):
     assert lm.tokenizer("hello world").input_ids == [2, 3]
     assert _run(lm).shape == (1, 6, 8)
 
+    from transformers import AutoTokenizer
+
+    mine = AutoTokenizer.from_pretrained(str(gpt2))
+    assert TransformersModel(str(gpt2), task="text-generation", tokenizer=mine).tokenizer is mine  # the user's wins
+
+
+def test_preprocessors_are_read_from_the_dotted_pipeline_class():
+    from types import SimpleNamespace
+
+    from nnsight import TransformersModel
+
+    wanted = {"text-generation": {"tokenizer"}, "image-classification": {"image_processor"}}
+    for task, expected in wanted.items():
+        assert TransformersModel._loaded_preprocessors(SimpleNamespace(task=task)) == expected
+
+
+def test_a_config_object_keeps_nnsights_own_meta_build(gpt2):
+    from nnsight import TransformersModel
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(gpt2), n_layer=1)
+    lm = TransformersModel(str(gpt2), task="text-generation", tokenizer=str(gpt2), config=config)
+    assert not hasattr(lm._module, "hybridload_plan") and len(lm._module.transformer.h) == 1
+    assert "hybridload" not in lm._remoteable_get_env()  # no plan, no handshake
+
 
 def test_language_model_alias_goes_through_the_plan(gpt2):
     import warnings

@@ -122,3 +122,40 @@ def test_hub_repo_config_code_weights_and_tokenizer_from_one_commit(tmp_path, hu
     expected = load_file(str(v1 / "model.safetensors"))["model.embed.weight"]
     assert torch.equal(lm._module.model.embed.weight, expected)
     assert lm._module.hybridload_plan.commit == sha1
+
+
+def test_the_base_huggingface_wrapper_builds_and_loads_through_the_plan(gpt2):
+    from nnsight.modeling.huggingface import HuggingFaceModel
+
+    model = HuggingFaceModel(str(gpt2))
+    plan = model._module.hybridload_plan
+    assert plan.auto_class == "AutoModel" and type(model._module).__name__ == "GPT2Model"
+    assert hybridload.compare(hybridload.load_meta(plan), model).identical
+    model.dispatch()
+    assert model._module.hybridload_plan == plan and model._module.wte.weight.device.type == "cpu"
+
+
+def test_an_unreachable_hub_stays_checkpoint_unreachable(hub_cache, offline):
+    from nnsight.modeling.huggingface import CheckpointUnreachable
+    from nnsight import TransformersModel
+
+    key = json.dumps({"repo_id": "org/not-cached", "revision": None, "task": "text-generation"})
+    with pytest.raises(CheckpointUnreachable, match="org/not-cached"):
+        TransformersModel._config(key)
+
+
+def test_online_keys_keep_nnsights_canonical_id(tmp_path, hub_cache, offline, monkeypatch):
+    """Online, nnsight asks the Hub for the canonical id; hybridload keeps that and adds the plan's trust."""
+    from types import SimpleNamespace
+
+    from huggingface_hub import HfApi, constants
+    from nnsight import TransformersModel
+
+    sha = hub_cache.add_snapshot("org/tiny", write_tiny_hybrid(tmp_path / "tiny"))
+    monkeypatch.setenv("HYBRIDLOAD_TRUST_REMOTE_CODE", "org/*")
+    lm = TransformersModel("org/tiny", task="text-generation")  # built from the cache
+    assert lm._module.hybridload_plan.commit == sha
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # then online, the Hub answering the id lookup
+    monkeypatch.setattr(HfApi, "model_info", lambda self, repo_id, **kw: SimpleNamespace(id="Org/Tiny-Canonical"))
+    key = json.loads(lm.to_model_key().partition(":")[2])
+    assert key == {"repo_id": "Org/Tiny-Canonical", "revision": None, "trust_remote_code": True, "task": "text-generation"}

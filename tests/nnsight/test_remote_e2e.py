@@ -39,11 +39,13 @@ def test_remote_trace_round_trip_and_refusal(example, tmp_path):
     out.mkdir()
     port_file, log = out / "port", out / "server.jsonl"
 
+    server_env = subprocess_env(tmp_path, kernels=True)
+    server_env["HYBRIDLOAD_TRUST_REMOTE_CODE"] = str(example)  # the operator lets it rebuild the client's plan
     server = subprocess.Popen(
         [sys.executable, str(HERE / "loopback_ndif.py"), "--port-file", str(port_file), "--log", str(log),
          "--deployment", "ok", "--deployment", f"other={other}",
          "--local-trace", "e2e_traces:ablate_and_scale", "--local-out", str(out)],
-        env=subprocess_env(tmp_path, kernels=True), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=server_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
         client = subprocess.Popen(
@@ -51,10 +53,10 @@ def test_remote_trace_round_trip_and_refusal(example, tmp_path):
             env=subprocess_env(tmp_path, kernels=False), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         client_output = _wait(client, "client")
-        assert client.returncode == 0, client_output[-4000:]
     finally:
         server.terminate()
         server_output = _wait(server, "server", timeout=30)
+    assert client.returncode == 0, f"client:\n{client_output[-4000:]}\nserver:\n{server_output[-4000:]}"
     events = [json.loads(line) for line in log.read_text().splitlines()]
     report = json.loads((out / "client.json").read_text())
 

@@ -206,6 +206,18 @@ def uninstall() -> None:
         _hook = None
         _installed = False
         _patches.restore_all()
+        _forget_process_caches()
+
+
+def _forget_process_caches() -> None:
+    """Caches the integrations keep for the process (nnsight's pinned commits and rebuilt client trees)."""
+    for module_name, function in (
+        ("hybridload.integrations.nnsight_plan", "forget_pins"),
+        ("hybridload.integrations.nnsight_handshake", "forget_rebuilt"),
+    ):
+        module = sys.modules.get(module_name)
+        if module is not None:
+            getattr(module, function)()
 
 
 def is_installed() -> bool:

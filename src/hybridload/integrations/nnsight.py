@@ -105,7 +105,7 @@ def patch_huggingface(module: ModuleType) -> None:
     _replace(cls, "_load_meta", _hf_load_meta)
     _replace(cls, "_load", _hf_load)
     _replace(cls, "_remoteable_model_key", _model_key)
-    _replace(cls, "_config", functools.partial(_config, module))
+    _replace(cls, "_config", functools.partial(_config_reader, module))
     _replace(cls, "_hub_parameter_count", _hub_parameter_count)
     _replace(cls, "_remoteable_get_env", _get_env)
     _replace(cls, "_remoteable_set_env", _set_env)
@@ -201,7 +201,7 @@ def _plan_for_key(cls: type, data: dict[str, Any]) -> Any:
     return resolve_plan(str(data.get("repo_id")), data.get("revision"), split, auto)
 
 
-def _config(hf_module: ModuleType, original: Callable) -> Callable:
+def _config_reader(hf_module: ModuleType, original: Callable) -> Callable:
     def _config(cls: type, model_key: str) -> Any:
         from .install import is_installed
 

@@ -8,8 +8,9 @@ Client side, the request environment nnsight already carries (``RequestModel.env
 Server side, ``_remoteable_set_env`` receives it before the request is deserialized and run. A server with
 hybridload compares the digest with the signature of the model it serves and refuses a different tree with
 :class:`~hybridload.errors.TreeMismatchError`; to show *where* the trees differ it rebuilds the client's meta
-tree from the client's plan (config and code only, no weights) and diffs the two. A server without hybridload
-never reads the key: nnsight's ``_remoteable_set_env`` only looks at the keys it knows.
+tree from the client's plan (config and code only, no weights) and diffs the two, but only when that runs no
+code the server does not already trust. A server without hybridload never reads the key: nnsight's
+``_remoteable_set_env`` only looks at the keys it knows.
 """
 from __future__ import annotations
 
@@ -34,17 +35,17 @@ _REBUILT_MAX = 8
 
 
 def client_entry(module: Any) -> dict[str, Any] | None:
-    """The handshake a client sends for ``module`` (its meta tree, or its dispatched tree: the same tree)."""
-    if module is None:
+    """The handshake a client sends for ``module`` (its meta tree, or its dispatched tree: the same tree).
+
+    None for a module hybridload did not build from a plan (a ``config=`` object, a diffusion pipeline, a
+    ready module): without a plan the server could neither rebuild nor explain the client's tree.
+    """
+    plan = getattr(module, "hybridload_plan", None) if module is not None else None
+    if plan is None:
         return None
     from ..tree.signature import signature
 
-    plan = getattr(module, "hybridload_plan", None)
-    return {
-        "digest": signature(module, plan).digest,
-        "plan": plan.to_dict() if plan is not None else None,
-        "schema": SCHEMA,
-    }
+    return {"digest": signature(module, plan).digest, "plan": plan.to_dict(), "schema": SCHEMA}
 
 
 def _checked(entry: Any) -> Mapping[str, Any]:
@@ -87,6 +88,32 @@ def _short(value: Any) -> str:
     return repr(value)
 
 
+def _untrusted_code(client_plan: Mapping[str, Any], server_plan: Any) -> str | None:
+    """Why rebuilding the client's plan here would run code this server does not trust (None: it would not).
+
+    The plan comes from the request, so it may name any repository. A plan that trusts remote code is rebuilt
+    only when every repository whose code it could run (its repo and its code repo) is one the server already
+    runs code from (the served plan trusts it) or one the server's own ``HYBRIDLOAD_TRUST_REMOTE_CODE`` policy
+    trusts; the client's trust flag counts for nothing here. An untrusted plan runs no repository code.
+    """
+    from ..plan.trust import ENV, decide_trust
+
+    if not client_plan.get("trust_remote_code"):
+        return None
+    repo = str(client_plan.get("repo"))
+    wanted = sorted({repo, str(client_plan.get("code_repo") or repo)})
+    served: set[str] = set()
+    if server_plan is not None and server_plan.trust_remote_code:
+        served = {server_plan.repo, server_plan.code_repo or server_plan.repo}
+    untrusted = [r for r in wanted if r not in served and not decide_trust(None, [r]).trusted]
+    if not untrusted:
+        return None
+    return (
+        f"the client's plan would run remote code of {', '.join(untrusted)}, which this server neither serves nor "
+        f"trusts by its {ENV} policy; the operator can allow rebuilding it with {ENV}={','.join(untrusted)}"
+    )
+
+
 def _client_signature(client_plan: Mapping[str, Any]) -> tuple[Any, str | None]:
     """Rebuild the client's meta tree here from its plan (cached); (signature, None) or (None, why not)."""
     import json
@@ -96,7 +123,6 @@ def _client_signature(client_plan: Mapping[str, Any]) -> tuple[Any, str | None]:
         if key in _rebuilt:
             _rebuilt.move_to_end(key)
             return _rebuilt[key]
-    from ..errors import HybridloadError
     from ..plan.load import load_meta
     from ..plan.model import LoadPlan
     from ..tree.signature import signature
@@ -104,9 +130,7 @@ def _client_signature(client_plan: Mapping[str, Any]) -> tuple[Any, str | None]:
     try:
         plan = LoadPlan.from_dict(client_plan, origin="the request's client plan")
         result: tuple[Any, str | None] = (signature(load_meta(plan), plan), None)
-    except HybridloadError as exc:
-        result = (None, f"{type(exc).__name__}: {exc}")
-    except Exception as exc:  # noqa: BLE001 - the client's code failed here: report it, never crash the server
+    except Exception as exc:  # noqa: BLE001 - typed or not, the reason goes into the refusal, never a crash
         result = (None, f"{type(exc).__name__}: {exc}")
     with _rebuilt_lock:
         _rebuilt[key] = result
@@ -131,10 +155,13 @@ def check_request(module: Any, entry: Any) -> None:
         return
 
     diff = None
-    if client_plan is not None:
-        rebuilt, why_not = _client_signature(client_plan)
-    else:
+    if client_plan is None:
         rebuilt, why_not = None, "the client sent no plan"
+    else:
+        why_not = _untrusted_code(client_plan, server_plan)
+        rebuilt = None
+        if why_not is None:
+            rebuilt, why_not = _client_signature(client_plan)
     lines = [
         "hybridload: this request was traced against another module tree than the model this server runs; "
         "refusing to run it.",

@@ -158,11 +158,6 @@ def plan_of(wrapper: Any) -> Any:
     return getattr(module, "hybridload_plan", None) if module is not None else None
 
 
-def build_report_of(wrapper: Any) -> Any:
-    module = wrapper.__dict__.get("_module")
-    return getattr(module, "hybridload_build_report", None) if module is not None else None
-
-
 # -- tasks and preprocessors --------------------------------------------------------------------------------
 def auto_classes_for_task(task: str | None, default: str) -> list[str]:
     """The transformers auto classes a pipeline task builds (what nnsight's meta build tries, in order)."""

@@ -142,9 +142,12 @@ def _entry(where: str, obj: Any, package: str) -> KernelEntry:
 
     target = _target_path(obj)
     if is_stand_in(obj):
-        return KernelEntry(where, target, package, STAND_IN, note=obj.__hybridload_reason__)
+        decorator = obj.__dict__.get("__hybridload_decorator__")
+        note = obj.__hybridload_reason__ + (f"; a function under the stand-in decorator {decorator}" if decorator else "")
+        return KernelEntry(where, target, package, STAND_IN, note=note)
     if _is_fallback(obj):
-        return KernelEntry(where, target, package, FALLBACK, file=inspect.getsourcefile(obj) if callable(obj) else None)
+        kernel = inspect.unwrap(obj)
+        return KernelEntry(where, target, package, FALLBACK, file=inspect.getsourcefile(kernel) if callable(kernel) else None)
     module = sys.modules.get(package)
     return KernelEntry(
         where,
