@@ -78,16 +78,10 @@ def _applies(repo_id: Any, kwargs: dict[str, Any]) -> bool:
 
 
 def _verify_meta(model: Any, plan: Any, what: str) -> None:
-    from ..errors import PlanError
-    from ..plan.load import _check_built
+    from ..plan.load import _check_built, check_attention
 
     _check_built(model, plan, what)
-    actual = getattr(getattr(model, "config", None), "_attn_implementation", None)
-    if actual != plan.attn_implementation_built:
-        raise PlanError(
-            f"{what} of {plan.model_class} chose attention {actual!r} but the plan says "
-            f"{plan.attn_implementation_built!r}; the class overrides transformers' attention selection"
-        )
+    check_attention(model, plan, what)
 
 
 def _typed(exc: Exception, plan: Any, what: str) -> Exception:

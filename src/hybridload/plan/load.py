@@ -167,16 +167,31 @@ def load_meta(model: str | os.PathLike | LoadPlan, **resolve_kwargs: Any) -> Any
     _check_built(built, plan, "the meta build")
     if any(t.device.type != "meta" for t in _tensors(built)):
         built.to("meta")  # a constructor that pinned a buffer to a device: the meta tree holds no storage
-    actual = getattr(built.config, "_attn_implementation", None)
-    if actual != plan.attn_implementation_built:
-        raise PlanError(
-            f"the meta build of {plan.model_class} chose attention {actual!r} but the plan says "
-            f"{plan.attn_implementation_built!r}; the class overrides transformers' attention selection"
-        )
+    check_attention(built, plan, "the meta build")
     built.hybridload_plan = plan
     built.hybridload_build_report = report
     built.hybridload_compat_entries = compat_record.header()
     return built
+
+
+def check_attention(built: Any, plan: LoadPlan, what: str) -> None:
+    """The built attention implementation must be the plan's, unless the model's own remote code forces one.
+
+    Remote code that sets ``config._attn_implementation`` in ``__init__`` (Kimi-Linear forces
+    ``flash_attention_2``) does the same on the server, so both trees agree: warn and record it on the model
+    (``hybridload_attn_override``). A native class never overrides transformers' selection: that is an error.
+    """
+    actual = getattr(built.config, "_attn_implementation", None)
+    if actual == plan.attn_implementation_built:
+        return
+    message = (
+        f"{what} of {plan.model_class} chose attention {actual!r} but the plan says "
+        f"{plan.attn_implementation_built!r}; the class overrides transformers' attention selection"
+    )
+    if plan.model_class_source != REMOTE:
+        raise PlanError(message)
+    warnings.warn(message + " in its own code, which the server runs too", RuntimeWarning, stacklevel=3)
+    built.hybridload_attn_override = actual
 
 
 def _tensors(model: Any) -> list[Any]:

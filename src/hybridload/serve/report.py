@@ -146,6 +146,7 @@ def _entry(where: str, obj: Any, package: str) -> KernelEntry:
         note = obj.__hybridload_reason__ + (f"; a function under the stand-in decorator {decorator}" if decorator else "")
         return KernelEntry(where, target, package, STAND_IN, note=note)
     if _is_fallback(obj):
+        target = getattr(obj, "__hybridload_fallback_for__", target)  # named by the symbol it replaces
         kernel = inspect.unwrap(obj)
         return KernelEntry(where, target, package, FALLBACK, file=inspect.getsourcefile(kernel) if callable(kernel) else None)
     module = sys.modules.get(package)
