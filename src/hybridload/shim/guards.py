@@ -41,40 +41,38 @@ def _hidden(requester: str | None) -> bool:
     return not owns_window() or is_framework(requester)
 
 
+def _hidden_verdict(name: str, requester: str | None) -> probe.Verdict | None:
+    """The verdict to answer with when ``name`` is stood in for but this requester must see the truth."""
+    if name.startswith(".") or not state.served or not _hidden(requester):
+        return None
+    return _served_verdict(name)
+
+
 class ImportGuards:
     """The import-function wrappers of one outermost window; ``restore`` puts the originals back."""
 
     def __init__(self) -> None:
-        self._import = builtins.__import__
-        self._import_module = importlib.import_module
-        self._find_spec = importlib.util.find_spec
-        original_import, original_import_module, original_find_spec = (
-            self._import,
-            self._import_module,
-            self._find_spec,
-        )
+        self._import = original_import = builtins.__import__
+        self._import_module = original_import_module = importlib.import_module
+        self._find_spec = original_find_spec = importlib.util.find_spec
 
         def guarded_import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
-            if level == 0 and state.served and _hidden(globals.get("__name__") if isinstance(globals, dict) else None):
-                verdict = _served_verdict(name)
+            if level == 0:
+                verdict = _hidden_verdict(name, globals.get("__name__") if isinstance(globals, dict) else None)
                 if verdict is not None:
                     raise verdict.import_error()
             return original_import(name, globals, locals, fromlist, level)
 
         def guarded_import_module(name: str, package: str | None = None) -> Any:
-            if not name.startswith(".") and state.served and _hidden(requester_from_stack(sys._getframe(1))):
-                verdict = _served_verdict(name)
-                if verdict is not None:
-                    raise verdict.import_error()
+            verdict = _hidden_verdict(name, requester_from_stack(sys._getframe(1))) if state.served else None
+            if verdict is not None:
+                raise verdict.import_error()
             return original_import_module(name, package)
 
         def guarded_find_spec(name: str, package: str | None = None) -> Any:
-            if not name.startswith(".") and state.served and _hidden(requester_from_stack(sys._getframe(1))):
-                verdict = _served_verdict(name)
-                if verdict is not None:
-                    if verdict.status == "absent" or name != verdict.package:
-                        return None
-                    return verdict.real_spec
+            verdict = _hidden_verdict(name, requester_from_stack(sys._getframe(1))) if state.served else None
+            if verdict is not None:
+                return None if verdict.status == "absent" or name != verdict.package else verdict.real_spec
             return original_find_spec(name, package)
 
         self.guarded = (guarded_import, guarded_import_module, guarded_find_spec)
