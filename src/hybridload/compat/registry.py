@@ -189,36 +189,34 @@ def _import_attr(target: str) -> Any:
     return getattr(importlib.import_module(module_name), attr)
 
 
-def moved(name: str, modules: Iterable[str], new_home: str, removed_in: str, *, entry_id: str | None = None) -> CompatEntry:
-    """``name`` moved to ``new_home`` (``"package.module:attr"``); re-exported from its new home."""
+def _named_entry(
+    kind: str, name: str, modules: Iterable[str], removed_in: str, served: str, provide: Callable[[], Any], entry_id: str | None
+) -> CompatEntry:
+    """An entry for ``name`` served in ``modules`` (the first module names it: id and ``what``)."""
     modules = tuple(modules)
     return CompatEntry(
         id=entry_id or f"{modules[0]}.{name}",
-        kind=MOVED,
+        kind=kind,
         name=name,
         modules=modules,
         what=f"{modules[0]}.{name}",
         removed_in=removed_in,
-        served=f"re-exported from {new_home.replace(':', '.')}",
-        provide=lambda: _import_attr(new_home),
+        served=served,
+        provide=provide,
     )
+
+
+def moved(name: str, modules: Iterable[str], new_home: str, removed_in: str, *, entry_id: str | None = None) -> CompatEntry:
+    """``name`` moved to ``new_home`` (``"package.module:attr"``); re-exported from its new home."""
+    served = f"re-exported from {new_home.replace(':', '.')}"
+    return _named_entry(MOVED, name, modules, removed_in, served, lambda: _import_attr(new_home), entry_id)
 
 
 def alias(
     name: str, modules: Iterable[str], build: Callable[[], Any], served: str, removed_in: str, *, entry_id: str | None = None
 ) -> CompatEntry:
     """``name`` was removed but a 5.x object behaves the same; ``build()`` returns it."""
-    modules = tuple(modules)
-    return CompatEntry(
-        id=entry_id or f"{modules[0]}.{name}",
-        kind=ALIAS,
-        name=name,
-        modules=modules,
-        what=f"{modules[0]}.{name}",
-        removed_in=removed_in,
-        served=served,
-        provide=build,
-    )
+    return _named_entry(ALIAS, name, modules, removed_in, served, build, entry_id)
 
 
 def probe(
@@ -236,21 +234,11 @@ def probe(
         probe_fn.__doc__ = f"hybridload compat: {served} (removed from transformers in {removed_in})."
         return probe_fn
 
-    return CompatEntry(
-        id=entry_id or f"{modules[0]}.{name}",
-        kind=PROBE,
-        name=name,
-        modules=modules,
-        what=f"{modules[0]}.{name}",
-        removed_in=removed_in,
-        served=served,
-        provide=build,
-    )
+    return _named_entry(PROBE, name, modules, removed_in, served, build, entry_id)
 
 
 def removed(name: str, modules: Iterable[str], removed_in: str, why: str, *, entry_id: str | None = None) -> CompatEntry:
     """A removed run-time class/function; served as a stand-in that raises RemovedTransformersAPIError when used."""
-    modules = tuple(modules)
     entry_ref: list[CompatEntry] = []
 
     def build() -> Any:
@@ -258,16 +246,8 @@ def removed(name: str, modules: Iterable[str], removed_in: str, why: str, *, ent
 
         return removed_api_stand_in(entry_ref[0], why)
 
-    entry = CompatEntry(
-        id=entry_id or f"{modules[0]}.{name}",
-        kind=REMOVED,
-        name=name,
-        modules=modules,
-        what=f"{modules[0]}.{name}",
-        removed_in=removed_in,
-        served=f"stand-in raising RemovedTransformersAPIError when used ({why})",
-        provide=build,
-    )
+    served = f"stand-in raising RemovedTransformersAPIError when used ({why})"
+    entry = _named_entry(REMOVED, name, modules, removed_in, served, build, entry_id)
     entry_ref.append(entry)
     return entry
 

@@ -7,6 +7,7 @@ submodules, kernel-provided submodule classes), not off what is installed.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 import re
 import sys
@@ -187,7 +188,7 @@ def _kernel_imports(namespace: dict[str, Any]) -> dict[str, str]:
 def _imported_entry(where: str, obj: Any, target: str) -> KernelEntry:
     entry = _entry(where, obj, top_level(target))
     if entry.status == REAL:  # name it by the path the code imported (re-exports keep their origin module)
-        return KernelEntry(where, target, entry.package, REAL, entry.version, entry.file, entry.arch_covered)
+        return dataclasses.replace(entry, target=target)
     return entry
 
 
