@@ -16,6 +16,8 @@ FLA_TOLERANCE = {"bfloat16": 2e-2, "float32": 2e-3}
 EXAMPLE_TOLERANCE = {"rtol": 1e-4, "atol": 1e-4}
 
 REAL, STAND_IN, TWIN, FALLBACK = "real", "stand-in", "twin (pure PyTorch)", "hybridload triton fallback"
+NORM_FALLBACK_FILE = "hybridload/kernels/layernorm_gated.py"
+NORM_TRITON_KERNEL = "_norm_fwd_kernel"  # hybridload.kernels._layernorm_gated_triton's @triton.jit function
 FLA_FUNCTIONS = ("fla.ops.kda.chunk_kda", "fla.ops.kda.fused_recurrent_kda", "fla.ops.kda.gate.fused_kda_gate")
 SHORT_CONV = "fla.modules.causal_conv1d.ops.ShortConvolution"
 GATED_NORM = "fla.modules.norm.fused_norm_gate.FusedRMSNormGated"
@@ -139,11 +141,13 @@ def _example_problems(data: dict[str, Any]) -> list[str]:
     entries = served["kernel_report"]["entries"]
     if any(e["status"] in (STAND_IN, TWIN) for e in entries):
         found.append("the served example can reach a stand-in or twin")
-    fallback = [(e["symbol"].rpartition(".")[2], e["package"], e["target"]) for e in entries if e["status"] == FALLBACK]
-    if fallback != [("rmsnorm_fn", "mamba_ssm", "hybridload.kernels.layernorm_gated.rmsnorm_fn")]:
+    # a fallback entry names the symbol it stands for (target) and where its implementation lives (file)
+    fallback = [(e["symbol"].rpartition(".")[2], e["package"], e["target"], e["file"].endswith(NORM_FALLBACK_FILE))
+                for e in entries if e["status"] == FALLBACK]
+    if fallback != [("rmsnorm_fn", "mamba_ssm", "mamba_ssm.ops.triton.layernorm_gated.rmsnorm_fn", True)]:
         found.append(f"expected exactly mamba_ssm's rmsnorm_fn bound to the triton fallback, got {fallback}")
-    if not any("layer_norm" in k or "rmsnorm" in k for k in served.get("cuda_kernels", [])):
-        found.append("no launched kernel looks like hybridload's Triton norm kernel")
+    if NORM_TRITON_KERNEL not in served.get("cuda_kernels", []):
+        found.append(f"hybridload's Triton norm kernel ({NORM_TRITON_KERNEL}) was not launched")
     if served["devices"] != ["cuda:0"]:
         found.append(f"example parameters on {served['devices']}")
     for device in ("cpu", "cuda"):

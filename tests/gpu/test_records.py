@@ -116,14 +116,52 @@ def test_a_fixture_change_that_breaks_an_edit_fails_loudly(monkeypatch):
         kimi_gpu_model.modeling_source()
 
 
-def test_outstanding_parts_are_exactly_what_the_record_lacks(record):
-    """The record holds the served half of 6.6 and all of 7.5; the rest did not run (docs/gpu.md says so)."""
-    assert sorted(record["parts"]) == ["fla-served-bfloat16"]
-    found = checks.problems(record, meta_digest=json.loads(META.read_text())["digest"])
-    assert found == [
-        "no fla run in bfloat16",  # the comparison with the pure-torch path: its reference part was cut off
-        "example run missing or failed: None",
+def test_every_part_ran_and_every_claim_holds(record):
+    """Issues 6.6, 7.5 and 8.5 in one run: all seven parts ok, and the shared checks find nothing."""
+    assert sorted(record["parts"]) == [
+        "example-reference-cpu", "example-reference-cuda", "example-served-cuda",
+        "fla-reference-bfloat16", "fla-reference-float32", "fla-served-bfloat16", "fla-served-float32",
     ]
+    assert all(part["ok"] for part in record["parts"].values())
+    assert checks.problems(record, meta_digest=json.loads(META.read_text())["digest"]) == []
+    assert all(record["runs"][name]["passed"] for name in ("fla_bfloat16", "fla_float32", "example_triton_fallback"))
+
+
+@pytest.mark.parametrize("dtype, bound", [("bfloat16", 2e-2), ("float32", 2e-3)])
+def test_served_fla_forwards_match_the_pure_torch_path(record, dtype, bound):
+    run = record["runs"][f"fla_{dtype}"]
+    assert run["tolerance"] == bound
+    for length in ("24", "100"):  # the recurrent and the chunked KDA path
+        comparison = run["forwards"][length]
+        assert comparison["rel_l2"] <= bound and checks._rederive(comparison)
+        assert comparison["reference_std"] > 0.5  # informative logits, not a constant
+    reference = record["parts"][f"fla-reference-{dtype}"]
+    assert reference["fla_importable"] is False  # the reference process had no fla at all
+    assert {v.partition(" ")[0] for k, v in reference["references_bound"].items() if "kda" in k} == {
+        "hybridload.reference.fla.chunk_kda", "hybridload.reference.fla.fused_recurrent_kda",
+        "hybridload.reference.fla.fused_kda_gate",
+    }
+
+
+def test_example_served_through_the_triton_fallback_matches_pure_torch(record):
+    served = record["parts"]["example-served-cuda"]
+    assert served["absent"] == {"mamba_ssm": True, "causal_conv1d": True}
+    assert served["without_fallback"]["raised"] == "RemoteCodeError"
+    assert "mamba-ssm is required" in served["without_fallback"]["message"]
+    assert served["dispatch"] == {"device_map": "cuda", "strict": True, "kernel_fallback": "triton"}
+    assert served["devices"] == ["cuda:0"]
+    (entry,) = served["kernel_report"]["entries"]
+    assert entry["status"] == checks.FALLBACK and entry["target"] == "mamba_ssm.ops.triton.layernorm_gated.rmsnorm_fn"
+    assert served["bound"]["rmsnorm_fn"] == "hybridload.kernels.layernorm_gated.rmsnorm_fn"
+    assert served["is_fast_path_available"] is False  # availability stays truthful: the mixers run torch_forward
+    run = record["runs"]["example_triton_fallback"]
+    assert run["tolerance"] == {"rtol": 1e-4, "atol": 1e-4}
+    for device in ("cpu", "cuda"):
+        reference = run["references"][device]
+        assert reference["generated_equal"] is True and reference["logits"]["passed"] is True
+        assert reference["logits"]["worst_ratio_to_bound"] < 1 and checks._rederive(reference["logits"])
+        assert record["parts"][f"example-reference-{device}"]["generated_ids"] == served["generated_ids"]
+    assert len(served["generated_ids"]) == 16
 
 
 @pytest.mark.parametrize("shift, passed", [(0.0, True), (0.019, True), (0.021, False)])
@@ -181,3 +219,16 @@ def test_dry_run_runs_the_pure_torch_paths(tmp_path):
     logits = torch.load(out / "logits.pt")
     assert set(logits) == {"fla-reference-bfloat16-24", "fla-reference-bfloat16-100", "example-reference-cpu"}
     assert all(torch.isfinite(t).all() and t.std() > 0.3 for t in logits.values())
+
+
+def test_checks_catch_a_record_that_lost_the_fallback_or_the_match(record):
+    import copy
+
+    broken = copy.deepcopy(record)
+    served = broken["parts"]["example-served-cuda"]
+    served["cuda_kernels"] = [k for k in served["cuda_kernels"] if k != checks.NORM_TRITON_KERNEL]
+    served["kernel_report"]["entries"][0]["status"] = checks.STAND_IN
+    broken["runs"]["fla_bfloat16"]["forwards"]["100"]["rel_l2"] = 0.5
+    found = "\n".join(checks.problems(broken, meta_digest=json.loads(META.read_text())["digest"]))
+    assert checks.NORM_TRITON_KERNEL in found and "stand-in or twin" in found
+    assert "T=100" in found

@@ -28,9 +28,12 @@ def _hub_answers(monkeypatch: pytest.MonkeyPatch, answer: object) -> list[tuple[
 
 
 def _http_error(cls: type, status: int) -> BaseException:
-    import httpx2
+    try:  # the HTTP client huggingface_hub itself uses: httpx2 from 2.x, httpx in 1.x
+        import httpx2 as http
+    except ImportError:
+        import httpx as http
 
-    response = httpx2.Response(status, request=httpx2.Request("GET", "https://huggingface.co/api/models/org/name"))
+    response = http.Response(status, request=http.Request("GET", "https://huggingface.co/api/models/org/name"))
     return cls(f"HTTP {status}", response=response)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -84,18 +85,20 @@ def test_shard_truncated_while_streaming_restores_the_meta_model(kit, moe_checkp
     folder = checkpoint_copy(moe_checkpoints("qwen2_moe"))
     last_shard = _shards(folder)[-1]
     model = _meta_for(kit, folder)
-    real_read = stream_checkpoint.CheckpointReader.read
+    real_read = stream_checkpoint.CheckpointReader.read_into
     reads = {"n": 0}
+    lock = threading.Lock()
 
-    def read_then_damage(self, key):
-        reads["n"] += 1
-        if reads["n"] == 5:  # groups already placed in the model by now
-            assert any(p.device.type == "cpu" for p in model.parameters())
-            path = folder / last_shard
-            path.write_bytes(path.read_bytes()[:64])
-        return real_read(self, key)
+    def read_then_damage(self, key, out):
+        with lock:  # reads run on the worker threads
+            reads["n"] += 1
+            if reads["n"] == 5:  # groups already placed in the model by now
+                assert any(p.device.type == "cpu" for p in model.parameters())
+                path = folder / last_shard
+                path.write_bytes(path.read_bytes()[:64])
+        return real_read(self, key, out)
 
-    monkeypatch.setattr(stream_checkpoint.CheckpointReader, "read", read_then_damage)
+    monkeypatch.setattr(stream_checkpoint.CheckpointReader, "read_into", read_then_damage)
     message = _load_fails(kit, model, folder)
     assert last_shard in message
     assert reads["n"] > 5

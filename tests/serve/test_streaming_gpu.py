@@ -1,6 +1,8 @@
 """stream_load onto CUDA devices: same bits and placement as from_pretrained with the same device_map."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -57,15 +59,17 @@ def test_failure_mid_stream_frees_the_gpu(kit, moe_checkpoints, monkeypatch) -> 
 
     folder = moe_checkpoints("qwen2_moe")
     model = kit.build_meta(AutoConfig.from_pretrained(folder))
-    real_read, reads = stream_checkpoint.CheckpointReader.read, []
+    real_read, reads, lock = stream_checkpoint.CheckpointReader.read_into, [], threading.Lock()
 
-    def failing_read(self, key):
-        reads.append(key)
-        if len(reads) == 12:
+    def failing_read(self, key, out):
+        with lock:  # reads run on the worker threads
+            reads.append(key)
+            fail = len(reads) == 12
+        if fail:
             raise CheckpointError(f"simulated read failure at {key}")
-        return real_read(self, key)
+        return real_read(self, key, out)
 
-    monkeypatch.setattr(stream_checkpoint.CheckpointReader, "read", failing_read)
+    monkeypatch.setattr(stream_checkpoint.CheckpointReader, "read_into", failing_read)
     gc.collect()
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()

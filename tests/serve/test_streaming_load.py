@@ -197,7 +197,8 @@ def test_dense_models_and_class_scoped_renames(kit, tmp_path: Path, model_type: 
     ids=["str", "torch.device", "auto", "prefix-dict"],
 )
 def test_cpu_device_maps(kit, moe_checkpoints, device_map) -> None:
+    """Same placement as from_pretrained given the same map ("auto" means the GPU where there is one)."""
     folder = moe_checkpoints("qwen2_moe")
     loaded = stream_load(kit.build_meta(AutoConfig.from_pretrained(folder)), folder, device_map=device_map)
-    kit.assert_bit_identical(AutoModelForCausalLM.from_pretrained(folder), loaded)
+    kit.assert_bit_identical(AutoModelForCausalLM.from_pretrained(folder, device_map=device_map), loaded)
     assert not hasattr(loaded.model.layers[0], "_hf_hook")  # one device: no dispatch hooks

@@ -14,11 +14,12 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 import torch
 from transformers.conversion_mapping import get_model_conversion_mapping
 from transformers.core_model_loading import (
+    Concatenate,
     MergeModulelist,
     WeightConverter,
     WeightRenaming,
@@ -30,6 +31,22 @@ from transformers.utils.loading_report import LoadStateDictInfo
 
 from ..errors import CheckpointError, PlanError
 from .stream_checkpoint import TensorEntry
+
+
+class TensorSource(Protocol):
+    """Where a group's checkpoint tensors come from: the streaming reader, or meta tensors for shape checks."""
+
+    def deferred(self, key: str) -> Callable[[], torch.Tensor]:
+        """A call that returns the tensor, on the group's device and in its dtype (transformers' sync form)."""
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        """The tensor's shape, from the shard header."""
+
+    def empty(self, shape: list[int]) -> torch.Tensor:
+        """An uninitialised tensor on the group's device, in its dtype."""
+
+    def fill(self, pairs: list[tuple[str, torch.Tensor]]) -> None:
+        """Read each key into its destination view (header shape, any strides); return when all are written."""
 
 
 @dataclass
@@ -49,6 +66,11 @@ class LoadGroup:
     def force_cpu(self) -> bool:
         return bool(getattr(self.transform, "force_cpu", False))
 
+    @property
+    def stacks_in_place(self) -> bool:
+        """Sources are read straight into their stacked (and concatenated) tensor, not handed out one by one."""
+        return _stacks_first(self.transform)
+
     def source_keys(self) -> list[str]:
         return [key for _, key in self.sources]
 
@@ -59,57 +81,114 @@ class LoadGroup:
             by_pattern.setdefault(pattern, []).append(key)
         return [key for keys in by_pattern.values() for key in keys]
 
-    def instantiate(self, loader: Callable[[str], Callable[[], torch.Tensor]]) -> WeightTransform:
+    def instantiate(self, source: TensorSource) -> WeightTransform:
         """A transform instance holding deferred reads of this group's sources (transformers' sync-load form)."""
-        transform = _prestacking_copy(self.transform) or copy.deepcopy(self.transform)
+        transform = _prestacking_copy(self.transform, source) or copy.deepcopy(self.transform)
         for pattern, key in self.sources:
-            transform.add_tensor(self.first_target, key, pattern, loader(key))
+            transform.add_tensor(self.first_target, key, pattern, source.deferred(key))
+            if isinstance(transform, _PrestackingConverter):
+                transform.keys_by_pattern.setdefault(pattern, []).append(key)
         return transform
 
-    def convert(self, loader: Callable[[str], Callable[[], torch.Tensor]], model: Any) -> dict[str, torch.Tensor]:
+    def convert(self, source: TensorSource, model: Any) -> dict[str, torch.Tensor]:
         """Run transformers' conversion for this group; returns {model key: tensor}."""
-        transform = self.instantiate(loader)
+        transform = self.instantiate(source)
         realized = transform.convert(self.first_target, model=model, config=model.config, hf_quantizer=None)
         return {name: (value[0] if isinstance(value, list) else value) for name, value in realized.items()}
 
 
 class _PrestackingConverter(WeightConverter):
-    """A WeightConverter whose first op is MergeModulelist, materialising each source list straight into its
-    stacked tensor: one source buffer is alive at a time instead of the whole list plus its stack.
-    MergeModulelist passes an already stacked tensor through (transformers' own contract, used by its
-    expert decompressors), so the ops and the result are unchanged; the copy into slices is torch.stack."""
+    """A WeightConverter whose first op is MergeModulelist, reading each source list straight into its
+    stacked tensor: no per-expert buffer, no list of them next to their stack. MergeModulelist passes an
+    already stacked tensor through (transformers' own contract, used by its expert decompressors), so the
+    ops and the result are unchanged; writing into slices is what torch.stack does.
 
-    __slots__ = ()
+    When the next op is a Concatenate of the stacked lists along another dim (the fused ``gate_up_proj`` of
+    Mixtral, Qwen-MoE, DeepSeek...), the sources are read straight into their slices of the concatenated
+    tensor and both ops are done: torch.cat's extra copy (a second group-sized tensor) never happens."""
+
+    __slots__ = ("source", "keys_by_pattern")
 
     def materialize_tensors(self) -> dict[str, Any]:
-        dim = self.operations[0].dim
-        stacked: dict[str, torch.Tensor] = {}
-        for pattern in list(self.collected_tensors):
-            stacked[pattern] = _stack_loaded(self.collected_tensors.pop(pattern), dim)
-        return stacked
+        keys = {pattern: self.keys_by_pattern[pattern] for pattern in self.collected_tensors}
+        self.collected_tensors.clear()  # the deferred reads are never called: fill() reads into place
+        merge_dim = self.operations[0].dim
+        concat_dim = self._fusable_concat_dim(keys)
+        if concat_dim is not None:
+            self.operations = self.operations[2:]  # what MergeModulelist + Concatenate would do is done here
+            return {self.target_patterns[0]: self._stack_concatenated(keys, merge_dim, concat_dim)}
+        return {pattern: _stack_into(self.source, pattern_keys, merge_dim) for pattern, pattern_keys in keys.items()}
+
+    def _fusable_concat_dim(self, keys: dict[str, list[str]]) -> int | None:
+        """Concatenate's dim (in the stacked tensor) if the fused read gives exactly what the two ops would."""
+        if len(self.operations) < 2 or type(self.operations[1]) is not Concatenate or len(self.target_patterns) != 1:
+            return None
+        if set(keys) != set(self.source_patterns) or len({len(k) for k in keys.values()}) != 1:
+            return None
+        shapes = []
+        for pattern_keys in keys.values():
+            pattern_shapes = {self.source.shape(key) for key in pattern_keys}
+            if len(pattern_shapes) != 1:
+                return None  # torch.stack's error, raised by the unfused path
+            shapes.append(next(iter(pattern_shapes)))
+        ndim = len(shapes[0]) + 1
+        merge_dim = _normalize_dim(self.operations[0].dim, ndim)
+        concat_dim = _normalize_dim(self.operations[1].dim, ndim)
+        if merge_dim is None or concat_dim is None or concat_dim == merge_dim or len({len(s) for s in shapes}) != 1:
+            return None
+        inner = concat_dim if concat_dim < merge_dim else concat_dim - 1  # the dim in one expert's shape
+        rest = {tuple(d for i, d in enumerate(shape) if i != inner) for shape in shapes}
+        return concat_dim if len(rest) == 1 else None
+
+    def _stack_concatenated(self, keys: dict[str, list[str]], merge_dim: int, concat_dim: int) -> torch.Tensor:
+        stacked_shapes = {}
+        for pattern, pattern_keys in keys.items():
+            shape = list(self.source.shape(pattern_keys[0]))
+            merge = _normalize_dim(merge_dim, len(shape) + 1)
+            stacked_shapes[pattern] = shape[:merge] + [len(pattern_keys)] + shape[merge:]
+        order = [pattern for pattern in self.source_patterns if pattern in keys]  # Concatenate's order
+        full_shape = list(stacked_shapes[order[0]])
+        full_shape[concat_dim] = sum(stacked_shapes[p][concat_dim] for p in order)
+        full = self.source.empty(full_shape)
+        pairs, offset = [], 0
+        merge = _normalize_dim(merge_dim, len(full_shape))
+        for pattern in order:
+            width = stacked_shapes[pattern][concat_dim]
+            part = full.narrow(concat_dim, offset, width)
+            pairs.extend((key, part.select(merge, index)) for index, key in enumerate(keys[pattern]))
+            offset += width
+        self.source.fill(pairs)
+        return full
 
 
-def _stack_loaded(loaders: list[Callable[[], torch.Tensor]], dim: int) -> torch.Tensor:
-    first = loaders[0]()
-    shape = list(first.shape)
-    out = first.new_empty(shape[:dim] + [len(loaders)] + shape[dim:])
-    out.select(dim, 0).copy_(first)
-    del first
-    for index, load in enumerate(loaders[1:], start=1):
-        tensor = load()
-        if list(tensor.shape) != shape:  # torch.stack's own check, with its wording
+def _normalize_dim(dim: int, ndim: int) -> int | None:
+    dim = dim + ndim if dim < 0 else dim
+    return dim if 0 <= dim < ndim else None
+
+
+def _stack_into(source: TensorSource, keys: list[str], dim: int) -> torch.Tensor:
+    shape = list(source.shape(keys[0]))
+    for index, key in enumerate(keys[1:], start=1):
+        if list(source.shape(key)) != shape:  # torch.stack's own check, with its wording
             raise RuntimeError(
                 f"stack expects each tensor to be equal size, but got {shape} at entry 0 and "
-                f"{list(tensor.shape)} at entry {index}"
+                f"{list(source.shape(key))} at entry {index}"
             )
-        out.select(dim, index).copy_(tensor)
-        del tensor
+    stack_dim = _normalize_dim(dim, len(shape) + 1)
+    if stack_dim is None:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-len(shape) - 1}, {len(shape)}], but got {dim})")
+    out = source.empty(shape[:stack_dim] + [len(keys)] + shape[stack_dim:])
+    source.fill([(key, out.select(stack_dim, index)) for index, key in enumerate(keys)])
     return out
 
 
-def _prestacking_copy(template: WeightTransform) -> WeightConverter | None:
+def _stacks_first(template: WeightTransform) -> bool:
+    return type(template) is WeightConverter and type(template.operations[0]) is MergeModulelist
+
+
+def _prestacking_copy(template: WeightTransform, source: TensorSource) -> WeightConverter | None:
     """A fresh _PrestackingConverter equivalent to ``template``, if its first op is a plain MergeModulelist."""
-    if type(template) is not WeightConverter or type(template.operations[0]) is not MergeModulelist:
+    if not _stacks_first(template):
         return None
     converter = _PrestackingConverter(
         source_patterns=list(template._original_source_patterns),
@@ -118,6 +197,7 @@ def _prestacking_copy(template: WeightTransform) -> WeightConverter | None:
         force_cpu=template.force_cpu,
     )
     converter.scope_prefix, converter.base_model_prefix = template.scope_prefix, template.base_model_prefix
+    converter.source, converter.keys_by_pattern = source, {}
     return converter
 
 

@@ -1,14 +1,18 @@
 """A safetensors checkpoint folder read one tensor at a time.
 
-Every shard header is opened and checked up front (so a corrupt, truncated or missing shard fails
-before a single weight lands in the model), then tensors are read on demand with safetensors'
-``pread`` backend: each read is a private buffer of exactly that tensor, so no file page stays
-mapped into the process and host memory tracks what the loader holds, not what it has read.
+Every shard header is opened and checked up front with ``safe_open`` (so a corrupt, truncated or missing
+shard fails before a single weight lands in the model). Tensors are then read on demand with ``preadv``
+at the byte ranges the header gives, straight into the memory that keeps them: a CPU tensor, a slice of a
+stacked expert tensor, or (through :mod:`.stream_staging`) a GPU tensor. No file page stays mapped into the
+process, so host memory tracks what the loader holds, not what it has read. safetensors has no API that
+reads into a caller's buffer; the header's offsets are the format's public contract (8-byte length, JSON
+header, data), and they are checked against safe_open's view of the same file.
 """
 from __future__ import annotations
 
 import json
 import os
+import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ..errors import CheckpointError
+from .stream_staging import CHUNK_BYTES, ReadAt, StagedCopier, pread_into, read_into_host
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -50,6 +55,7 @@ class TensorEntry:
     file: str
     shape: tuple[int, ...]
     dtype: torch.dtype
+    offset: int = 0  # absolute byte offset of the tensor's data in its shard
 
     @property
     def nbytes(self) -> int:
@@ -66,6 +72,9 @@ class CheckpointReader:
         self.root = Path(checkpoint_dir)
         self.files = _shard_files(self.root)
         self._handles: dict[str, Any] = {}
+        self._fds: dict[str, tuple[int, ReadAt]] = {}
+        self._copiers: dict[torch.device, StagedCopier] = {}
+        self.staging_chunk_bytes = CHUNK_BYTES  # pinned chunk size for reads onto an accelerator
         self._lock = threading.Lock()
         self.entries: dict[str, TensorEntry] = {}
         for file in self.files:
@@ -75,6 +84,7 @@ class CheckpointReader:
     # -- discovery -------------------------------------------------------------------------------
     def _index_shard(self, file: str) -> None:
         handle = self._open(file)
+        offsets = _data_offsets(self.root / file)
         for key in handle.keys():
             if key in self.entries:
                 raise CheckpointError(
@@ -89,7 +99,14 @@ class CheckpointReader:
                     f"{file}: tensor {key!r} has dtype {dtype_name}, which torch cannot hold; "
                     "convert the checkpoint to a torch dtype (e.g. BF16) first."
                 )
-            self.entries[key] = TensorEntry(key, file, tuple(view.get_shape()), dtype)
+            begin, end = offsets.get(key, (0, 0))
+            entry = TensorEntry(key, file, tuple(view.get_shape()), dtype, begin)
+            if end - begin != entry.nbytes:  # safe_open checks this too; the reads below rely on it
+                raise CheckpointError(
+                    f"{file}: the header of tensor {key!r} gives {end - begin} bytes of data for shape {entry.shape} "
+                    f"{dtype_name} ({entry.nbytes} bytes); the shard is corrupt: download it again."
+                )
+            self.entries[key] = entry
 
     def _check_index_agrees(self) -> None:
         index = self.root / INDEX_FILE
@@ -132,24 +149,69 @@ class CheckpointReader:
     # -- reading ---------------------------------------------------------------------------------
     def read(self, key: str) -> torch.Tensor:
         """Read one tensor into a fresh CPU buffer (the only copy the loader makes of it)."""
+        return self.read_to(key, torch.device("cpu"))
+
+    def read_to(self, key: str, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Read one tensor onto ``device`` (no host copy on CUDA but the pinned chunks), then cast it there."""
         entry = self.entries[key]
+        out = torch.empty(entry.shape, dtype=entry.dtype, device=device)
+        self.read_into(key, out)
+        return out if dtype is None or dtype == entry.dtype else out.to(dtype)
+
+    def read_into(self, key: str, out: torch.Tensor) -> None:
+        """Read one tensor into ``out`` (same shape; any dtype, device and strides -- casts happen on its device)."""
+        entry = self.entries[key]
+        if tuple(out.shape) != entry.shape:
+            raise CheckpointError(
+                f"{entry.file}: {key!r} has shape {entry.shape} in the header, but its destination has shape "
+                f"{tuple(out.shape)}; the checkpoint does not match the model."
+            )
+        if out.dtype != entry.dtype or not out.is_contiguous():
+            out.copy_(self.read_to(key, out.device))
+            return
+        read_at = self._reader_for(entry.file)
         try:
-            tensor = self._open(entry.file).get_tensor(key)
-        except (SafetensorError, OSError, RuntimeError) as exc:
+            if out.device.type == "cpu":
+                read_into_host(out, read_at, entry.offset, entry.nbytes)
+            else:
+                self._copier(out.device).copy_into(out, read_at, entry.offset, entry.nbytes)
+        except (OSError, EOFError) as exc:
             raise CheckpointError(
                 f"reading {key!r} from shard {entry.file} in {self.root} failed ({exc}); the file changed or is "
                 "damaged: download it again."
             ) from None
-        if tuple(tensor.shape) != entry.shape:
-            raise CheckpointError(
-                f"{entry.file}: {key!r} read back with shape {tuple(tensor.shape)}, header says {entry.shape}; "
-                "the shard is corrupt: download it again."
-            )
-        return tensor
+
+    def _reader_for(self, file: str) -> ReadAt:
+        with self._lock:
+            opened = self._fds.get(file)
+            if opened is None:
+                try:
+                    fd = os.open(self.root / file, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                except OSError as exc:
+                    raise CheckpointError(
+                        f"shard {file} in {self.root} can no longer be opened ({exc}); download it again."
+                    ) from None
+                opened = self._fds[file] = (fd, pread_into(fd))
+            return opened[1]
+
+    def _copier(self, device: torch.device) -> StagedCopier:
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        with self._lock:
+            copier = self._copiers.get(device)
+            if copier is None:
+                copier = self._copiers[device] = StagedCopier(device, chunk_bytes=self.staging_chunk_bytes)
+            return copier
 
     def close(self) -> None:
         with self._lock:
             handles, self._handles = self._handles, {}
+            fds, self._fds = self._fds, {}
+            copiers, self._copiers = self._copiers, {}
+        for copier in copiers.values():
+            copier.close()
+        for fd, _ in fds.values():
+            os.close(fd)
         for handle in handles.values():
             handle.__exit__(None, None, None)
 
@@ -197,3 +259,22 @@ def _read_index(index: Path) -> dict[str, str]:
         if Path(file).name != file:
             raise CheckpointError(f"{index} names shard {file!r} outside the folder; the index is corrupt.")
     return weight_map
+
+
+def _data_offsets(path: Path) -> dict[str, tuple[int, int]]:
+    """Absolute [begin, end) byte range of every tensor, from the safetensors header (safe_open checked it)."""
+    try:
+        with open(path, "rb") as fh:
+            (header_len,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(header_len))
+        base = 8 + header_len
+        return {
+            key: (base + int(info["data_offsets"][0]), base + int(info["data_offsets"][1]))
+            for key, info in header.items()
+            if key != "__metadata__"
+        }
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as exc:
+        raise CheckpointError(
+            f"shard {path.name} in {path.parent} has an unreadable header ({type(exc).__name__}: {exc}); it is "
+            "corrupt or truncated: delete it and download it again."
+        ) from None

@@ -1,7 +1,7 @@
 """Read checkpoint tensors ahead of the conversion, within a byte budget.
 
 A strictly sequential loader leaves the disk idle while a group converts and the GPU idle while a tensor
-is read. A few worker threads read (``pread`` releases the GIL) and move tensors to their device in the
+is read. A few worker threads read (``preadv`` releases the GIL) and move tensors to their device in the
 order the conversions will ask for them, but never hold more than ``budget_bytes`` of results that have
 not been consumed yet -- that budget is what keeps host memory near one group. A tensor asked for out of
 order is read on the spot, so a wrong order guess costs speed, never a deadlock.
@@ -9,7 +9,7 @@ order is read on the spot, so a wrong order guess costs speed, never a deadlock.
 from __future__ import annotations
 
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable
 
@@ -32,7 +32,7 @@ class Prefetcher:
     """Hands out ``read(key).to(device, dtype)`` results, reading ahead in the planned order."""
 
     def __init__(self, reader: CheckpointReader, reads: list[PlannedRead], budget_bytes: int) -> None:
-        self._reader = reader
+        self.reader = reader
         self._pending: OrderedDict[str, PlannedRead] = OrderedDict((r.key, r) for r in reads)
         self._inflight: dict[str, tuple[Future, int]] = {}
         self._inflight_bytes = 0
@@ -41,7 +41,7 @@ class Prefetcher:
 
     def _task(self, read: PlannedRead) -> torch.Tensor:
         # transformers' _materialize_copy: cast and move each source before its conversion runs
-        return self._reader.read(read.key).to(device=read.device, dtype=read.dtype)
+        return self.reader.read_to(read.key, read.device, read.dtype)
 
     def _fill(self) -> None:
         while self._pending:
@@ -67,6 +67,16 @@ class Prefetcher:
 
     def loader(self, key: str) -> Callable[[], torch.Tensor]:
         return lambda: self.get(key)
+
+    def fill(self, pairs: list[tuple[str, torch.Tensor]]) -> None:
+        """Read each key into its destination (slices of one stacked tensor) on the worker threads.
+
+        Returns once every read has finished, successful or not, so no thread still writes into memory the
+        caller frees after an error; then raises the first error."""
+        futures = [self._pool.submit(self.reader.read_into, key, out) for key, out in pairs]
+        wait(futures)
+        for future in futures:
+            future.result()
 
     def start(self) -> "Prefetcher":
         self._fill()

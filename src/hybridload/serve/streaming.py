@@ -8,9 +8,11 @@ usual fix reads every expert into CPU RAM first. :func:`stream_load` instead
    renames each checkpoint key and groups it with the transform that consumes it
    (:mod:`.conversion`); every model tensor must be covered and every checkpoint key used, shapes are
    checked by running each conversion on meta tensors -- all before a byte of weight is read;
-2. streams group by group: read the group's tensors (``safe_open``, ``pread``), cast/move them to the
-   group's device, run transformers' conversion there, place the results with accelerate's
-   ``set_module_tensor_to_device``, drop everything else -- host memory holds one converted group;
+2. streams group by group: read the group's tensors (``preadv`` at the header's offsets; to an accelerator
+   through small pinned buffers) straight onto the group's device -- stacked experts straight into their
+   slices of the fused tensor --, cast them there, run transformers' conversion there, place the results
+   with accelerate's ``set_module_tensor_to_device``, drop everything else -- host memory holds at most one
+   converted group;
 3. finishes like ``from_pretrained`` (non-persistent buffers, init of allowed-missing keys, ties) and
    dispatches with accelerate hooks when the device map spans several devices.
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 from accelerate.utils import set_module_tensor_to_device
@@ -35,6 +37,8 @@ from .stream_finalize import finalize_model
 from .stream_memory import release_freed_host_memory
 from .stream_prefetch import PlannedRead, Prefetcher
 from .stream_snapshot import ModelSnapshot
+from .stream_staging import chunk_bytes_for
+from .stream_sources import MetaSource, StreamSource
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +105,7 @@ def stream_load(
     dtypes = TargetDtypes(model, target_dtype)
     with CheckpointReader(checkpoint_dir) as reader:
         plan = _plan(model, reader, dtypes, key_mapping)
+        reader.staging_chunk_bytes = chunk_bytes_for(plan.largest_group_bytes)
         snapshot = ModelSnapshot(model)
         dispatched = False
         try:
@@ -189,12 +194,9 @@ def _check_shapes(
     """Run every group's conversion on meta tensors of the header shapes; compare with the model's shapes."""
     problems: list[str] = []
     for group in plan.groups:
-
-        def loader(key: str, _dtype: torch.dtype = dtypes.for_key(group.first_target)) -> Callable[[], torch.Tensor]:
-            return lambda: torch.empty(entries[key].shape, dtype=_dtype, device="meta")
-
+        source = MetaSource(entries, dtypes.for_key(group.first_target))
         try:
-            produced = group.convert(loader, model)
+            produced = group.convert(source, model)
         except Exception as exc:  # noqa: BLE001 - reported with the keys involved
             problems.append(
                 f"{_describe_sources(group, entries)} cannot be converted into {group.first_target} "
@@ -251,6 +253,8 @@ def _prefetcher(
     for group in plan.conversion.groups:
         device, dtype = _read_device(group, placement), dtypes.for_key(group.first_target)
         host_only = host_only and device.type == "cpu"
+        if group.stacks_in_place:  # read straight into the stacked tensor when the group converts
+            continue
         for key in group.read_order():
             entry = reader.entries[key]
             reads.append(PlannedRead(key, device, dtype, entry.nbytes // entry.dtype.itemsize * dtype.itemsize))
@@ -267,8 +271,9 @@ def _load_group(
     dtypes: TargetDtypes,
 ) -> list[str]:
     """Convert and place one group; returns the model keys written. Host memory peaks here."""
+    source = StreamSource(prefetcher, _read_device(group, placement), dtypes.for_key(group.first_target))
     try:
-        produced = group.convert(prefetcher.loader, model)
+        produced = group.convert(source, model)
     except HybridloadError:
         raise
     except Exception as exc:

@@ -13,7 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache, DummyLayer, DynamicCache, DynamicLayer, LinearAttentionLayer
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, LinearAttentionLayer
+
+try:  # later transformers 5.x (5.23; not 5.17): a cache layer that holds nothing, for MoE/MLP blocks
+    from transformers.cache_utils import DummyLayer as NoCacheLayer
+except ImportError:  # earlier 5.x give those blocks an empty linear-attention layer (never updated)
+    NoCacheLayer = LinearAttentionLayer
 from transformers.generation import GenerationMixin
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
@@ -89,7 +94,7 @@ class NemotronHHybridDynamicCache(DynamicCache):
             elif block_type == "attention":
                 layers.append(DynamicLayer())
             else:
-                layers.append(DummyLayer())
+                layers.append(NoCacheLayer())
         Cache.__init__(self, layers=layers)
 
 
@@ -165,12 +170,12 @@ class NemotronHMamba2Mixer(nn.Module):
             )
 
     def _states(self, cache_params):
-        if cache_params is None:
+        """(conv state, SSM state) of this layer, or Nones before its first update; the layer's own state
+        slots and Cache.has_previous_state exist in every transformers 5.x this code runs on."""
+        if cache_params is None or not cache_params.has_previous_state(self.layer_idx):
             return None, None
-        return (
-            cache_params.get_conv_state(self.layer_idx),
-            cache_params.get_recurrent_state(self.layer_idx),
-        )
+        layer = cache_params.layers[self.layer_idx]
+        return layer.conv_states[0], layer.recurrent_states[0]
 
     def cuda_kernels_forward(
         self,
