@@ -55,7 +55,7 @@ class TensorEntry:
     file: str
     shape: tuple[int, ...]
     dtype: torch.dtype
-    offset: int = 0  # absolute byte offset of the tensor's data in its shard
+    offset: int  # absolute byte offset of the tensor's data in its shard
 
     @property
     def nbytes(self) -> int:
