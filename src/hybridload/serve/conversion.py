@@ -112,15 +112,17 @@ class _PrestackingConverter(WeightConverter):
     def materialize_tensors(self) -> dict[str, Any]:
         keys = {pattern: self.keys_by_pattern[pattern] for pattern in self.collected_tensors}
         self.collected_tensors.clear()  # the deferred reads are never called: fill() reads into place
-        merge_dim = self.operations[0].dim
-        concat_dim = self._fusable_concat_dim(keys)
-        if concat_dim is not None:
+        dims = self._fusable_dims(keys)
+        if dims is not None:
             self.operations = self.operations[2:]  # what MergeModulelist + Concatenate would do is done here
-            return {self.target_patterns[0]: self._stack_concatenated(keys, merge_dim, concat_dim)}
+            return {self.target_patterns[0]: self._stack_concatenated(keys, *dims)}
+        merge_dim = self.operations[0].dim
         return {pattern: _stack_into(self.source, pattern_keys, merge_dim) for pattern, pattern_keys in keys.items()}
 
-    def _fusable_concat_dim(self, keys: dict[str, list[str]]) -> int | None:
-        """Concatenate's dim (in the stacked tensor) if the fused read gives exactly what the two ops would."""
+    def _fusable_dims(self, keys: dict[str, list[str]]) -> tuple[int, int] | None:
+        """(stack dim, Concatenate's dim), both in the stacked tensor, if the fused read gives exactly what
+        the two ops would: every source pattern present, equal expert counts, equal shapes but along the
+        concatenated dim."""
         if len(self.operations) < 2 or type(self.operations[1]) is not Concatenate or len(self.target_patterns) != 1:
             return None
         if set(keys) != set(self.source_patterns) or len({len(k) for k in keys.values()}) != 1:
@@ -138,25 +140,21 @@ class _PrestackingConverter(WeightConverter):
             return None
         inner = concat_dim if concat_dim < merge_dim else concat_dim - 1  # the dim in one expert's shape
         rest = {tuple(d for i, d in enumerate(shape) if i != inner) for shape in shapes}
-        return concat_dim if len(rest) == 1 else None
+        return (merge_dim, concat_dim) if len(rest) == 1 else None
 
     def _stack_concatenated(self, keys: dict[str, list[str]], merge_dim: int, concat_dim: int) -> torch.Tensor:
-        stacked_shapes = {}
-        for pattern, pattern_keys in keys.items():
-            shape = list(self.source.shape(pattern_keys[0]))
-            merge = _normalize_dim(merge_dim, len(shape) + 1)
-            stacked_shapes[pattern] = shape[:merge] + [len(pattern_keys)] + shape[merge:]
-        order = [pattern for pattern in self.source_patterns if pattern in keys]  # Concatenate's order
-        full_shape = list(stacked_shapes[order[0]])
-        full_shape[concat_dim] = sum(stacked_shapes[p][concat_dim] for p in order)
+        stacked_shapes = {}  # in Concatenate's order: the converter's source patterns, all present
+        for pattern in self.source_patterns:
+            shape = list(self.source.shape(keys[pattern][0]))
+            stacked_shapes[pattern] = shape[:merge_dim] + [len(keys[pattern])] + shape[merge_dim:]
+        full_shape = list(next(iter(stacked_shapes.values())))
+        full_shape[concat_dim] = sum(shape[concat_dim] for shape in stacked_shapes.values())
         full = self.source.empty(full_shape)
         pairs, offset = [], 0
-        merge = _normalize_dim(merge_dim, len(full_shape))
-        for pattern in order:
-            width = stacked_shapes[pattern][concat_dim]
-            part = full.narrow(concat_dim, offset, width)
-            pairs.extend((key, part.select(merge, index)) for index, key in enumerate(keys[pattern]))
-            offset += width
+        for pattern, shape in stacked_shapes.items():
+            part = full.narrow(concat_dim, offset, shape[concat_dim])
+            pairs.extend((key, part.select(merge_dim, index)) for index, key in enumerate(keys[pattern]))
+            offset += shape[concat_dim]
         self.source.fill(pairs)
         return full
 

@@ -71,7 +71,6 @@ class CheckpointReader:
     def __init__(self, checkpoint_dir: str | os.PathLike[str]) -> None:
         self.root = Path(checkpoint_dir)
         self.files = _shard_files(self.root)
-        self._handles: dict[str, Any] = {}
         self._fds: dict[str, tuple[int, ReadAt]] = {}
         self._copiers: dict[torch.device, StagedCopier] = {}
         self.staging_chunk_bytes = CHUNK_BYTES  # pinned chunk size for reads onto an accelerator
@@ -83,30 +82,30 @@ class CheckpointReader:
 
     # -- discovery -------------------------------------------------------------------------------
     def _index_shard(self, file: str) -> None:
-        handle = self._open(file)
-        offsets = _data_offsets(self.root / file)
-        for key in handle.keys():
-            if key in self.entries:
-                raise CheckpointError(
-                    f"{key!r} is stored twice, in {self.entries[key].file} and in {file} "
-                    f"(folder {self.root}); the checkpoint is ambiguous. Re-save it so each tensor is in one shard."
-                )
-            view = handle.get_slice(key)
-            dtype_name = view.get_dtype()
-            dtype = _DTYPES.get(dtype_name)
-            if dtype is None:
-                raise CheckpointError(
-                    f"{file}: tensor {key!r} has dtype {dtype_name}, which torch cannot hold; "
-                    "convert the checkpoint to a torch dtype (e.g. BF16) first."
-                )
-            begin, end = offsets.get(key, (0, 0))
-            entry = TensorEntry(key, file, tuple(view.get_shape()), dtype, begin)
-            if end - begin != entry.nbytes:  # safe_open checks this too; the reads below rely on it
-                raise CheckpointError(
-                    f"{file}: the header of tensor {key!r} gives {end - begin} bytes of data for shape {entry.shape} "
-                    f"{dtype_name} ({entry.nbytes} bytes); the shard is corrupt: download it again."
-                )
-            self.entries[key] = entry
+        with self._validated(file) as handle:  # used for discovery only, then closed: reads use preadv
+            offsets = _data_offsets(self.root / file)
+            for key in handle.keys():
+                if key in self.entries:
+                    raise CheckpointError(
+                        f"{key!r} is stored twice, in {self.entries[key].file} and in {file} "
+                        f"(folder {self.root}); the checkpoint is ambiguous. Re-save it so each tensor is in one shard."
+                    )
+                view = handle.get_slice(key)
+                dtype_name = view.get_dtype()
+                dtype = _DTYPES.get(dtype_name)
+                if dtype is None:
+                    raise CheckpointError(
+                        f"{file}: tensor {key!r} has dtype {dtype_name}, which torch cannot hold; "
+                        "convert the checkpoint to a torch dtype (e.g. BF16) first."
+                    )
+                begin, end = offsets.get(key, (0, 0))
+                entry = TensorEntry(key, file, tuple(view.get_shape()), dtype, begin)
+                if end - begin != entry.nbytes:  # safe_open checks this too; the reads below rely on it
+                    raise CheckpointError(
+                        f"{file}: the header of tensor {key!r} gives {end - begin} bytes of data for shape {entry.shape} "
+                        f"{dtype_name} ({entry.nbytes} bytes); the shard is corrupt: download it again."
+                    )
+                self.entries[key] = entry
 
     def _check_index_agrees(self) -> None:
         index = self.root / INDEX_FILE
@@ -125,26 +124,21 @@ class CheckpointReader:
                 "The index or a shard is stale or corrupt; re-download or re-save the checkpoint."
             )
 
-    def _open(self, file: str) -> Any:
-        with self._lock:
-            handle = self._handles.get(file)
-            if handle is not None:
-                return handle
-            path = self.root / file
-            if not path.is_file():
-                raise CheckpointError(
-                    f"shard {file} is missing from {self.root} (named by {INDEX_FILE}); "
-                    "the download is incomplete: fetch the missing shard (e.g. snapshot_download again)."
-                )
-            try:
-                handle = safe_open(str(path), framework="pt", device="cpu", backend="pread")
-            except (SafetensorError, OSError) as exc:
-                raise CheckpointError(
-                    f"shard {file} in {self.root} is not a readable safetensors file ({exc}); it is corrupt or "
-                    "truncated: delete it and download it again."
-                ) from None
-            self._handles[file] = handle
-            return handle
+    def _validated(self, file: str) -> Any:
+        """safe_open of one shard (a context manager): the format check a corrupt or truncated shard fails."""
+        path = self.root / file
+        if not path.is_file():
+            raise CheckpointError(
+                f"shard {file} is missing from {self.root} (named by {INDEX_FILE}); "
+                "the download is incomplete: fetch the missing shard (e.g. snapshot_download again)."
+            )
+        try:
+            return safe_open(str(path), framework="pt", device="cpu", backend="pread")
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(
+                f"shard {file} in {self.root} is not a readable safetensors file ({exc}); it is corrupt or "
+                "truncated: delete it and download it again."
+            ) from None
 
     # -- reading ---------------------------------------------------------------------------------
     def read(self, key: str) -> torch.Tensor:
@@ -205,15 +199,12 @@ class CheckpointReader:
 
     def close(self) -> None:
         with self._lock:
-            handles, self._handles = self._handles, {}
             fds, self._fds = self._fds, {}
             copiers, self._copiers = self._copiers, {}
         for copier in copiers.values():
             copier.close()
         for fd, _ in fds.values():
             os.close(fd)
-        for handle in handles.values():
-            handle.__exit__(None, None, None)
 
     def __enter__(self) -> "CheckpointReader":
         return self
