@@ -38,6 +38,7 @@ PACKAGE_PATHS = {
     "causal_conv1d_fn": "causal_conv1d",
     "causal_conv1d_update": "causal_conv1d",
 }
+DECODE_STEPS = 24  # cached decode steps checked against the uncached forward
 TEXTS = ["the model loads the weights on the GPU. the server checks the tree", "Hello, world!"]
 
 
@@ -70,13 +71,17 @@ def _run(model, tokenizer, modeling, tag: str, out: Path) -> dict:
         report["logits_finite"] = bool(torch.isfinite(logits).all())
         report["forward_calls"] = dict(counts)
         counts.clear()
-        # prefill, then two decode steps through the cache, against one forward over the whole sequence
-        ids = batch.input_ids[:1]
+        # prefill, then DECODE_STEPS cached decode steps, against one forward over the whole sequence
+        ids = tokenizer(" ".join([TEXTS[0]] * 3), return_tensors="pt").input_ids
+        assert ids.shape[1] > DECODE_STEPS + 2, ids.shape
         full = model(ids).logits
-        cache = model(ids[:, :-2], use_cache=True).past_key_values
-        step1 = model(ids[:, -2:-1], past_key_values=cache, use_cache=True).logits[:, -1]
-        step2 = model(ids[:, -1:], past_key_values=cache, use_cache=True).logits[:, -1]
-        report["decode_max_diff"] = max(float((step1 - full[:, -2]).abs().max()), float((step2 - full[:, -1]).abs().max()))
+        cache = model(ids[:, :-DECODE_STEPS], use_cache=True).past_key_values
+        diffs = []
+        for position in range(ids.shape[1] - DECODE_STEPS, ids.shape[1]):
+            step = model(ids[:, position : position + 1], past_key_values=cache, use_cache=True).logits[:, -1]
+            diffs.append(float((step - full[:, position]).abs().max()))
+        report["decode_steps"] = len(diffs)
+        report["decode_max_diff"] = max(diffs)
         report["decode_calls"] = dict(counts)
         generated = model.generate(**batch, max_new_tokens=4, do_sample=False)
     report["generated"] = generated[:, batch.input_ids.shape[1] :].tolist()

@@ -11,8 +11,8 @@ from transformers import AutoConfig
 from transformers.core_model_loading import Concatenate, MergeModulelist
 
 from hybridload.errors import CheckpointError
-from hybridload.serve.conversion import plan_conversion
-from hybridload.serve.stream_checkpoint import CheckpointReader
+from hybridload.serve.streaming.conversion import plan_conversion
+from hybridload.serve.streaming.checkpoint import CheckpointReader
 
 
 class RecordingSource:

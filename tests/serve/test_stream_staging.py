@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hybridload.serve.stream_staging import StagedCopier, pread_into, read_into_host
+from hybridload.serve.streaming.staging import StagedCopier, pread_into, read_into_host
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_bad_sizes_are_refused() -> None:
 
 
 def test_pinned_chunks_stay_a_small_fraction_of_the_largest_group() -> None:
-    from hybridload.serve.stream_staging import CHUNK_BYTES, MIN_CHUNK_BYTES, SLOTS, chunk_bytes_for
+    from hybridload.serve.streaming.staging import CHUNK_BYTES, MIN_CHUNK_BYTES, SLOTS, chunk_bytes_for
 
     for group in (12 * 2**20, 96 * 2**20, 1 * 2**30):
         chunk = chunk_bytes_for(group)

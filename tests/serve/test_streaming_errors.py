@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from transformers import AutoConfig
 
 from hybridload.errors import CheckpointError, PlanError
-from hybridload.serve import stream_checkpoint
+from hybridload.serve.streaming import checkpoint as stream_checkpoint
 from hybridload.serve.streaming import stream_load
 
 

@@ -55,7 +55,7 @@ def test_failure_mid_stream_frees_the_gpu(kit, moe_checkpoints, monkeypatch) -> 
     import gc
 
     from hybridload.errors import CheckpointError
-    from hybridload.serve import stream_checkpoint
+    from hybridload.serve.streaming import checkpoint as stream_checkpoint
 
     folder = moe_checkpoints("qwen2_moe")
     model = kit.build_meta(AutoConfig.from_pretrained(folder))

@@ -138,13 +138,22 @@ def write_tokenizer(out: Path) -> None:
 
 
 def _init_parameters(model) -> None:
-    """Seeded, informative random weights (unit-scale activations, so two code paths that disagree show it)."""
+    """Seeded, informative random weights (unit-scale activations, so two code paths that disagree show it).
+
+    Values are drawn and transformed in float64 and rounded to the parameter's dtype once: float32
+    transcendentals (log, exp) are vectorised differently per CPU instruction set and can differ in the
+    last bit, float64 ones rounded to float32 do not, so every machine writes the same bytes.
+    """
     import torch
 
     gen = torch.Generator().manual_seed(SEED)
+    f64 = torch.float64
 
     def normal(shape, std):
-        return torch.randn(shape, generator=gen) * std
+        return torch.randn(shape, generator=gen, dtype=f64) * std
+
+    def uniform(shape):
+        return torch.rand(shape, generator=gen, dtype=f64)
 
     config = model.config
     with torch.no_grad():
@@ -153,12 +162,12 @@ def _init_parameters(model) -> None:
             if name.endswith("embeddings.weight"):
                 value = normal(param.shape, 1.0)
             elif leaf == "A_log":
-                value = torch.log(1 + 15 * torch.rand(param.shape, generator=gen))
+                value = torch.log(1 + 15 * uniform(param.shape))
             elif leaf == "D":
                 value = 1 + normal(param.shape, 0.1)
             elif leaf == "dt_bias":
                 low, high = math.log(config.time_step_min), math.log(config.time_step_max)
-                dt = torch.exp(torch.rand(param.shape, generator=gen) * (high - low) + low).clamp(min=config.time_step_floor)
+                dt = torch.exp(uniform(param.shape) * (high - low) + low).clamp(min=config.time_step_floor)
                 value = dt + torch.log(-torch.expm1(-dt))  # inverse softplus
             elif leaf == "e_score_correction_bias":
                 value = normal(param.shape, 0.01)

@@ -646,6 +646,10 @@ class NemotronHModel(NemotronHPreTrainedModel):
         self.layers = nn.ModuleList([NemotronHBlock(config, layer_idx=idx) for idx in range(config.num_hidden_layers)])
         self.gradient_checkpointing = False
         self.norm_f = NemotronHRMSNorm(config.hidden_size, eps=config.layer_norm_epsilon)
+        # positions come from what this model owns: the key/value length of its first attention layer (a
+        # cache's default layer is layer 0, here a Mamba layer whose slot holds no token count)
+        block_types = list(config.layers_block_type)
+        self.first_attention_layer = block_types.index("attention") if "attention" in block_types else None
         self.post_init()
 
     def get_input_embeddings(self):
@@ -691,7 +695,9 @@ class NemotronHModel(NemotronHPreTrainedModel):
         if use_cache and past_key_values is None:
             past_key_values = NemotronHHybridDynamicCache(self.config)
 
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        past_length = 0
+        if past_key_values is not None and self.first_attention_layer is not None:
+            past_length = past_key_values.get_seq_length(self.first_attention_layer)
         causal_mask = self._causal_mask(attention_mask, inputs_embeds, past_length)
         # Mamba layers zero padding tokens when prefilling; a decode step has nothing to mask
         mamba_mask = attention_mask[:, -inputs_embeds.shape[1] :] if attention_mask is not None and inputs_embeds.shape[1] > 1 else None

@@ -29,8 +29,8 @@ from transformers.core_model_loading import (
 )
 from transformers.utils.loading_report import LoadStateDictInfo
 
-from ..errors import CheckpointError, PlanError
-from .stream_checkpoint import TensorEntry
+from ...errors import CheckpointError, PlanError
+from .checkpoint import TensorEntry
 
 
 class TensorSource(Protocol):

@@ -6,7 +6,7 @@ from typing import Any, Mapping, Union
 
 import torch
 
-from ..errors import PlanError
+from ...errors import PlanError
 
 DeviceLike = Union[str, int, torch.device]
 _AUTO = {"auto", "balanced", "balanced_low_0", "sequential"}

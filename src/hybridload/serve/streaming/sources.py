@@ -6,8 +6,8 @@ from typing import Callable, Mapping
 
 import torch
 
-from .stream_checkpoint import TensorEntry
-from .stream_prefetch import Prefetcher
+from .checkpoint import TensorEntry
+from .prefetch import Prefetcher
 
 
 class MetaSource:

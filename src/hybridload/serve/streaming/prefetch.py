@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from .stream_checkpoint import CheckpointReader
+from .checkpoint import CheckpointReader
 
 WORKERS = 4  # transformers' GLOBAL_WORKERS: more threads slow reads down
 

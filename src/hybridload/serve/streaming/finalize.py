@@ -16,9 +16,9 @@ import torch
 from accelerate.utils import set_module_tensor_to_device
 from transformers.utils.loading_report import LoadStateDictInfo
 
-from ..errors import CheckpointError
+from ...errors import CheckpointError
 from .conversion import ConversionPlan, natural_order
-from .stream_devices import DevicePlacement
+from .devices import DevicePlacement
 
 
 def finalize_model(model: Any, plan: ConversionPlan, placement: DevicePlacement, not_loaded: set[str]) -> None:

@@ -28,17 +28,17 @@ from typing import Any, Mapping
 import torch
 from accelerate.utils import set_module_tensor_to_device
 
-from ..errors import CheckpointError, HybridloadError, PlanError
+from ...errors import CheckpointError, HybridloadError, PlanError
 from .conversion import ConversionPlan, LoadGroup, natural_order, plan_conversion
-from .stream_checkpoint import CheckpointReader, TensorEntry
-from .stream_devices import DevicePlacement, resolve_device_map
-from .stream_dtypes import TargetDtypes, parse_dtype
-from .stream_finalize import finalize_model
-from .stream_memory import release_freed_host_memory
-from .stream_prefetch import PlannedRead, Prefetcher
-from .stream_snapshot import ModelSnapshot
-from .stream_staging import chunk_bytes_for
-from .stream_sources import MetaSource, StreamSource
+from .checkpoint import CheckpointReader, TensorEntry
+from .devices import DevicePlacement, resolve_device_map
+from .dtypes import TargetDtypes, parse_dtype
+from .finalize import finalize_model
+from .memory import release_freed_host_memory
+from .prefetch import PlannedRead, Prefetcher
+from .snapshot import ModelSnapshot
+from .staging import chunk_bytes_for
+from .sources import MetaSource, StreamSource
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from transformers.core_model_loading import build_glob_alternation
 
-from ..errors import PlanError
+from ...errors import PlanError
 
 
 def parse_dtype(dtype: Any) -> torch.dtype | None:

@@ -3,7 +3,7 @@
 Every shard header is opened and checked up front with ``safe_open`` (so a corrupt, truncated or missing
 shard fails before a single weight lands in the model). Tensors are then read on demand with ``preadv``
 at the byte ranges the header gives, straight into the memory that keeps them: a CPU tensor, a slice of a
-stacked expert tensor, or (through :mod:`.stream_staging`) a GPU tensor. No file page stays mapped into the
+stacked expert tensor, or (through :mod:`.staging`) a GPU tensor. No file page stays mapped into the
 process, so host memory tracks what the loader holds, not what it has read. safetensors has no API that
 reads into a caller's buffer; the header's offsets are the format's public contract (8-byte length, JSON
 header, data), and they are checked against safe_open's view of the same file.
@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
-from ..errors import CheckpointError
-from .stream_staging import CHUNK_BYTES, ReadAt, StagedCopier, pread_into, read_into_host
+from ...errors import CheckpointError
+from .staging import CHUNK_BYTES, ReadAt, StagedCopier, pread_into, read_into_host
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
