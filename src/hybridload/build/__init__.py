@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Iterator
 
-from .shim.window import ShimReport, kernel_shim
+from ..shim.window import ShimReport, kernel_shim
 
 _lock = threading.Lock()
 # extra layers: name -> factory(config, kwargs) -> context manager. Filled by compat/plan modules at import.
