@@ -43,7 +43,7 @@ def main() -> int:
     from hybridload.plan.lockfile import write_lock
 
     plan, sig = build(kimi_gpu_model.FOLDER)
-    write_lock(LOCK, plan)
+    write_lock(LOCK, plan, sig)
     sig.write(META_SIGNATURE)
     print(f"plan {plan.fingerprint[:12]} ({plan.dtype}, {plan.attn_implementation_built}) -> {LOCK}")
     print(f"meta signature {sig.digest} -> {META_SIGNATURE}")

@@ -40,7 +40,7 @@ def remote_namespaces(model: Any) -> dict[str, dict[str, Any]]:
 
 
 def _replacement(value: Any) -> Any:
-    from hybridload.shim.references import reference_for
+    from hybridload.substitutes import reference_for
     from hybridload.shim.standins import is_stand_in
 
     if not is_stand_in(value) or not isinstance(value, type):

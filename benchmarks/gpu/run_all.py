@@ -121,7 +121,7 @@ def _kimi_plan(dtype: str) -> Any:
     import kimi_gpu_model
 
     if dtype == "bfloat16":  # the plan the GPU-less machine resolved, checked against the lock here
-        return hybridload.resolve(kimi_gpu_model.FOLDER, lock=LOCK)
+        return hybridload.resolve(kimi_gpu_model.FOLDER, trust_remote_code=True, lock=LOCK)
     return hybridload.resolve(kimi_gpu_model.FOLDER, trust_remote_code=True, dtype=dtype)
 
 
@@ -506,7 +506,7 @@ def _prepare_kimi_folder() -> None:
     import kimi_gpu_model
 
     folder = kimi_gpu_model.write_folder()
-    plan = hybridload.resolve(folder, lock=LOCK)
+    plan = hybridload.resolve(folder, trust_remote_code=True, lock=LOCK)
     kimi_gpu_model.write_weights(folder, hybridload.load_meta(plan).state_dict())
 
 

@@ -1,70 +1,54 @@
 """hybridload: load HuggingFace models the same way on a GPU-less laptop, in CI and on the GPU server.
 
-``import hybridload`` installs a small, reversible integration (see :func:`install`): transformers'
-``from_config`` meta builds run inside the kernel shim. Everything else is imported lazily, so importing
-hybridload does not import torch or transformers.
+``import hybridload`` installs a small, reversible routing (see :func:`install`): plain transformers and nnsight
+calls enter the same build path the functions below use. Everything is imported lazily, so importing
+hybridload imports neither torch nor transformers. The names here are the ones the docs use; the rest is
+importable from the subpackages (``hybridload.shim``, ``hybridload.compat``, ``hybridload.build``, ...).
 """
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
-    CheckpointError,
-    ConfigError,
-    HybridloadError,
-    KernelUnavailableError,
-    LockMismatchError,
-    PlanError,
-    RemoteCodeError,
-    RevisionResolutionError,
-    SignatureFormatError,
-    StandInReachableError,
-    TreeMismatchError,
-    TrustError,
-)
+from .errors import *  # noqa: F403 - every error class is public
+from .errors import __all__ as _ERRORS
 
 __version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first attribute access)
 _LAZY: dict[str, str] = {
-    "kernel_shim": "hybridload.shim.window",
-    "ShimReport": "hybridload.shim.window",
-    "register_kernel_package": "hybridload.shim.registry",
-    "kernel_packages": "hybridload.shim.registry",
-    "probe_kernel_package": "hybridload.shim.probe",
-    "register_twin": "hybridload.shim.twins",
-    "register_reference": "hybridload.shim.references",
-    "resolve": "hybridload.plan.resolve",
+    "resolve": "hybridload.load.resolve",
     "LoadPlan": "hybridload.plan.model",
-    "load_config": "hybridload.plan.load",
-    "load_meta": "hybridload.plan.load",
-    "load_tokenizer": "hybridload.plan.load",
-    "load_real": "hybridload.plan.load",
-    "compat_window": "hybridload.compat.window",
-    "KernelArgumentError": "hybridload.kernels._validate",
-    "SignatureInputError": "hybridload.tree.header",
-    "RemovedTransformersAPIError": "hybridload.compat.errors",
-    "ValueDependentInitError": "hybridload.compat.errors",
-    "real_load_window": "hybridload.compat.window",
+    "load_config": "hybridload.load.config",
+    "load_meta": "hybridload.load.meta",
+    "load_tokenizer": "hybridload.load.tokenizer",
+    "load_real": "hybridload.serve.real",
     "dispatch": "hybridload.serve.dispatch",
-    "kernel_report": "hybridload.serve.report",
+    "kernel_report": "hybridload.serve.kernel_report",
     "stream_load": "hybridload.serve.streaming",
     "signature": "hybridload.tree.signature",
     "TreeSignature": "hybridload.tree.signature",
     "compare": "hybridload.tree.diff",
     "TreeDiff": "hybridload.tree.diff",
     "layer_kinds": "hybridload.tree.layer_kinds",
+    "kernel_shim": "hybridload.shim.kernel_shim",
+    "ShimReport": "hybridload.shim.kernel_shim",
+    "register_kernel_package": "hybridload.shim.packages",
+    "kernel_packages": "hybridload.shim.packages",
+    "probe_kernel_package": "hybridload.shim.probe",
+    "register_twin": "hybridload.substitutes.registry",
+    "register_reference": "hybridload.substitutes.registry",
+    "compat_window": "hybridload.compat.compat_window",
     "install": "hybridload.integrations.install",
     "uninstall": "hybridload.integrations.install",
     "is_installed": "hybridload.integrations.install",
 }
 
-__all__ = sorted([*_LAZY, "__version__", *(n for n in dir() if n.endswith("Error"))])
+__all__ = sorted([*_LAZY, "__version__", *_ERRORS])
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("examples", "kernels", "twins", "reference"):  # subpackages, importable as attributes
+    if name in ("examples", "kernels", "twins", "reference", "substitutes"):  # subpackages, importable as attributes
         return importlib.import_module(f"hybridload.{name}")
     module_name = _LAZY.get(name)
     if module_name is None:
@@ -79,19 +63,21 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .compat.compat_window import compat_window
     from .integrations.install import install, is_installed, uninstall
-    from .compat.window import compat_window, real_load_window
-    from .plan.load import load_config, load_meta, load_real, load_tokenizer
+    from .load.config import load_config
+    from .load.meta import load_meta
+    from .load.resolve import resolve
+    from .load.tokenizer import load_tokenizer
     from .plan.model import LoadPlan
-    from .plan.resolve import resolve
     from .serve.dispatch import dispatch
-    from .serve.report import kernel_report
+    from .serve.kernel_report import kernel_report
+    from .serve.real import load_real
     from .serve.streaming import stream_load
+    from .shim.kernel_shim import ShimReport, kernel_shim
+    from .shim.packages import kernel_packages, register_kernel_package
     from .shim.probe import probe_kernel_package
-    from .shim.references import register_reference
-    from .shim.registry import kernel_packages, register_kernel_package
-    from .shim.twins import register_twin
-    from .shim.window import ShimReport, kernel_shim
+    from .substitutes.registry import register_reference, register_twin
     from .tree.diff import TreeDiff, compare
     from .tree.layer_kinds import layer_kinds
     from .tree.signature import TreeSignature, signature

@@ -1,4 +1,10 @@
-"""Typed errors. Every error hybridload raises on bad input derives from HybridloadError and says what to do."""
+"""Every error class hybridload raises, in one place and one flat hierarchy.
+
+Each class derives from :class:`HybridloadError` and from the builtin exception a caller would naturally
+catch (``ValueError`` for bad input, ``ImportError`` for missing code, ``RuntimeError`` for run-time refusals),
+and from nothing else: ``except HybridloadError`` catches all of them, ``except PlanError`` catches exactly the
+plan errors, not trust or revision errors. Every message says what to do.
+"""
 from __future__ import annotations
 
 
@@ -6,11 +12,40 @@ class HybridloadError(Exception):
     """Base class of every error hybridload raises on purpose."""
 
 
+class InternalError(HybridloadError, RuntimeError):
+    """hybridload itself failed (a bug): never blamed on the model's code or the user's input."""
+
+
+# -- plans: repository, revision, trust, config, code, locks ---------------------------------------------------
+class PlanError(HybridloadError, ValueError):
+    """A load plan could not be resolved or obeyed (arguments, repository, files)."""
+
+
+class RevisionResolutionError(HybridloadError, ValueError):
+    """A branch or tag could not be turned into a commit (offline with no cache entry, unknown revision)."""
+
+
+class TrustError(HybridloadError, ValueError):
+    """The repository needs remote code and it is not trusted, or a trust decision conflicts with another."""
+
+
+class ConfigError(HybridloadError, ValueError):
+    """A config.json is malformed or cannot be parsed by the class that must parse it."""
+
+
+class RemoteCodeError(HybridloadError, ImportError):
+    """A repository's remote code is missing, names an unknown class, or fails to import or build."""
+
+
+class LockMismatchError(HybridloadError, ValueError):
+    """The repository (or the tree it builds) no longer matches a lock file."""
+
+
+# -- kernels and stand-ins ------------------------------------------------------------------------------------
 class KernelUnavailableError(HybridloadError, ImportError, RuntimeError):
     """A stand-in for a CUDA-only kernel was called where only the real kernel can run.
 
-    Subclasses ImportError (the root cause is an absent or broken package) and RuntimeError
-    (it surfaces at run time, not at import time).
+    An ImportError (the root cause is an absent or broken package) and a RuntimeError (it surfaces at run time).
     """
 
 
@@ -18,32 +53,40 @@ class StandInReachableError(HybridloadError, RuntimeError):
     """A model meant to run for real can still reach a kernel stand-in (strict mode)."""
 
 
-class PlanError(HybridloadError, ValueError):
-    """A load plan could not be resolved (repo, revision, files)."""
+class KernelArgumentError(HybridloadError, ValueError):
+    """A hybridload kernel was called with arguments the real kernel would reject (shape, dtype, device)."""
 
 
-class RevisionResolutionError(PlanError):
-    """A branch or tag could not be turned into a commit (offline with no cache entry, unknown revision)."""
+# -- transformers 4.x remote code -----------------------------------------------------------------------------
+class RemovedTransformersAPIError(HybridloadError, ImportError, RuntimeError):
+    """Remote code used a transformers API that this transformers release removed.
+
+    The compatibility layer served a stand-in so the module could be imported and the model built; using it
+    (calling, instantiating) raises this.
+    """
 
 
-class TrustError(PlanError):
-    """The repository needs remote code and it is not trusted."""
+class ValueDependentInitError(HybridloadError, RuntimeError):
+    """Remote ``__init__`` needed a value a meta build does not have (``.item()`` of a meta tensor, a CPU
+    constant combined with meta parameters). ``location`` is ``"file:line (function)"`` of the remote line."""
+
+    def __init__(self, message: str, location: str | None = None, operation: str | None = None) -> None:
+        super().__init__(message)
+        self.location = location
+        self.operation = operation
 
 
-class ConfigError(PlanError):
-    """A config.json is malformed or cannot be parsed by the class that must parse it."""
+class CompatEntryError(HybridloadError, ValueError):
+    """A compatibility entry given to the registry is malformed or clashes with an existing one."""
 
 
-class RemoteCodeError(PlanError):
-    """A remote-code file named by auto_map is missing or names an unknown class."""
-
-
-class LockMismatchError(PlanError):
-    """The repository no longer matches a lock file (other commit, changed code files)."""
-
-
+# -- trees and signatures -------------------------------------------------------------------------------------
 class SignatureFormatError(HybridloadError, ValueError):
-    """A signature file is corrupt or written by another schema version."""
+    """A signature or lock file is corrupt or written by another schema version."""
+
+
+class SignatureInputError(HybridloadError, TypeError):
+    """signature()/compare()/layer_kinds() got something that is not a model, a signature or a signature file."""
 
 
 class TreeMismatchError(HybridloadError, RuntimeError):
@@ -54,6 +97,7 @@ class TreeMismatchError(HybridloadError, RuntimeError):
         self.diff = diff
 
 
+# -- weights --------------------------------------------------------------------------------------------------
 class CheckpointError(HybridloadError, RuntimeError):
     """A checkpoint is corrupt, truncated, incomplete or does not fit the model."""
 

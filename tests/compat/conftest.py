@@ -17,12 +17,12 @@ from compat_fixtures import write_compat_model  # noqa: E402
 
 @pytest.fixture(scope="session", autouse=True)
 def _import_hybridload() -> None:
-    """``import hybridload`` and nothing else: its install() registers the compat layer."""
+    """``import hybridload`` and nothing else: its install() routes plain calls into the build path."""
     import hybridload
-    from hybridload import build
+    from hybridload.build.session import PURPOSES
 
     assert hybridload.is_installed()
-    assert "compat" in build._LAYERS, "hybridload.install() must call hybridload.compat.layer.register()"
+    assert "compat" in PURPOSES["meta"] and "compat" in PURPOSES["config"]
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 from transformers import AutoConfig, LlamaConfig, PretrainedConfig
 
 import hybridload.compat as compat
-from hybridload.compat import registry
+import hybridload.compat.catalog as registry
 from hybridload.compat.configs import adapt_config_class, is_remote_class
 from hybridload.compat.defaults import CONFIG_DEFAULTS_4X, GENERATION_DEFAULTS_4X
 

@@ -30,7 +30,6 @@ def test_native_models_fire_nothing_and_build_the_same_tree(name: str, cpu_scala
             plain = NATIVE[name]()
         finally:
             hybridload.install()
-            compat.register()
         with compat.observe() as seen, compat.compat_window(cpu_scalars=cpu_scalars) as record:
             built = NATIVE[name]()
     assert record.fired == [] and seen.fired == [] and record.value_reads == []
@@ -50,7 +49,6 @@ def test_inert_remote_code_fires_nothing_and_builds_like_plain_transformers(remo
         plain = build()
     finally:
         hybridload.install()
-        compat.register()
     with compat.observe() as seen:
         built = build()
     assert seen.fired == []

@@ -9,7 +9,7 @@ import pytest
 import transformers.utils.import_utils as import_utils
 
 import hybridload.compat as compat
-from hybridload.compat import registry
+import hybridload.compat.catalog as registry
 
 
 def _transformers():
@@ -210,11 +210,11 @@ def test_windows_on_two_threads_at_once_each_see_their_names() -> None:
     assert "__getattr__" not in vars(generic)
 
 
-def test_meta_build_window_reports_the_compat_record() -> None:
-    from hybridload.build import meta_build_window
+def test_meta_build_session_reports_the_compat_record() -> None:
+    from hybridload.build import BuildSpec, build_session
 
-    with meta_build_window() as report:
+    with build_session(BuildSpec("meta")) as report:
         from transformers.utils.import_utils import is_torch_sdpa_available  # noqa: F401
-    record = report.layers["compat"]
+    record = report.compat
     assert isinstance(record, compat.CompatRecord)
     assert record.header() == ["transformers.utils.import_utils.is_torch_sdpa_available"]

@@ -25,7 +25,6 @@ def plain_transformers() -> Iterator[None]:
         yield
     finally:
         hybridload.install()
-        compat.register()
 
 
 def meta_build(folder: Path) -> torch.nn.Module:

@@ -78,7 +78,7 @@ def test_served_tree_equals_the_committed_gpu_less_meta_tree(record):
     # only facts about the machines differ, never the tree
     assert {key.split(".")[0] for key in sig["diff"]["header_differences"]} <= {"built_on", "compat_entries", "plan", "versions"}
     assert _served(record)["plan_from_lock"] is True
-    assert _served(record)["plan"]["fingerprint"] == json.loads(LOCK.read_text())["fingerprint"]
+    assert _served(record)["plan"]["fingerprint"] == json.loads(LOCK.read_text())["plan"]["fingerprint"]
 
 
 def test_committed_meta_signature_is_the_gpu_less_build(tmp_path):
@@ -89,7 +89,9 @@ def test_committed_meta_signature_is_the_gpu_less_build(tmp_path):
     committed = json.loads(META.read_text())
     assert signature.digest == committed["digest"]
     assert committed["header"]["built_on"] == {"cuda": False, "fla_installed": False}
-    lock = json.loads(LOCK.read_text())
+    document = json.loads(LOCK.read_text())
+    lock = document["plan"]
+    assert document["signature"]["digest"] == committed["digest"]  # the lock's expected tree is the meta build's
     assert plan.fingerprint == lock["fingerprint"]  # the folder's content (config + code) is what the lock pins
     assert {c.path: c.sha256 for c in plan.code_files} == {c["path"]: c["sha256"] for c in lock["code_files"]}
     assert (lock["dtype"], lock["attn_implementation_built"], lock["trust_remote_code"]) == ("bfloat16", "eager", True)

@@ -13,6 +13,7 @@ from hybridload.kernels import _runtime
 from hybridload.reference import causal_conv1d as ref_conv
 from hybridload.reference import mamba_ssm as ref_mamba
 from hybridload.shim import standins
+from hybridload.substitutes import triton_for
 
 
 def test_public_functions_import_without_triton(no_triton: None) -> None:
@@ -34,7 +35,7 @@ def test_fallback_table_names_the_function_it_replaces() -> None:
         "causal_conv1d.causal_conv1d_update",
     }
     for path, target in kernels.FALLBACKS.items():
-        fn = kernels.fallback_for(path)
+        fn = triton_for(path)
         assert fn is kernels.resolve(target)
         assert fn.__name__ == path.rsplit(".", 1)[1]
         assert fn.__module__.startswith("hybridload.kernels.")
@@ -45,14 +46,14 @@ def test_fallback_signature_equals_the_reference(path: str) -> None:
     """Same parameter names, order, kinds and defaults as the real function (the references mirror it)."""
     references = {**ref_mamba.REFERENCES, **ref_conv.REFERENCES}
     reference = references[path]
-    fallback = kernels.fallback_for(path)
+    fallback = triton_for(path)
     ours = [(p.name, p.kind, p.default) for p in inspect.signature(fallback).parameters.values()]
     theirs = [(p.name, p.kind, p.default) for p in inspect.signature(reference).parameters.values()]
     assert ours == theirs
 
 
 def test_fallback_for_unknown_symbol_is_none() -> None:
-    assert kernels.fallback_for("mamba_ssm.ops.triton.layernorm_gated.RMSNorm") is None
+    assert triton_for("mamba_ssm.ops.triton.layernorm_gated.RMSNorm") is None
 
 
 @pytest.mark.parametrize("target", ["os:getcwd", "hybridload.kernels.layernorm_gated", "hybridload.kernels.x:"])

@@ -32,7 +32,7 @@ def main() -> None:
     report = {
         "patched": bool(getattr(type(lm)._load_meta, "__hybridload_patch__", False)),
         "meta": sorted({p.device.type for p in module.parameters()}),
-        "stand_ins": module.hybridload_build_report.to_dict()["stand_ins"],
+        "stand_ins": module.hybridload_build_report.shim.to_dict()["stand_ins"],
         "kernel_modules_imported": sorted(m for m in sys.modules if m.split(".")[0] in ("mamba_ssm", "causal_conv1d")),
         "digest": hybridload.signature(module).digest,
         "env": lm._remoteable_get_env(),

@@ -177,7 +177,7 @@ def write_weights(folder: Path, *, seed: int = 0, auto: str = "AutoModelForCausa
     import transformers
     from safetensors.torch import save_file
 
-    from hybridload.shim.window import kernel_shim
+    from hybridload.shim.kernel_shim import kernel_shim
 
     torch.manual_seed(seed)
     with kernel_shim():

@@ -1,8 +1,10 @@
 """Which wrapper kwargs a plan decides, which are config overrides, and which only reach the real load."""
 from __future__ import annotations
 
+import pytest
 import torch
 
+from hybridload.errors import CheckpointError
 from hybridload.integrations.nnsight_plan import split_kwargs
 
 
@@ -22,10 +24,14 @@ def test_kwargs_are_sorted_by_who_decides_them():
 def test_config_overrides_shape_the_meta_build_and_the_real_load(gpt2):
     from nnsight import TransformersModel
 
-    lm = TransformersModel(str(gpt2), task="text-generation", n_layer=1, device_map="cpu")
+    refused = TransformersModel(str(gpt2), task="text-generation", n_layer=1, device_map="cpu")
+    with pytest.raises(CheckpointError, match="never reads: transformer.h.1"):
+        refused.dispatch()  # the checkpoint's second layer would be silently dropped
+    lm = TransformersModel(str(gpt2), task="text-generation", n_layer=1, device_map="cpu", allow_incomplete_checkpoint=True)
     assert dict(lm._module.hybridload_plan.load_kwargs) == {"n_layer": 1}
     assert len(lm._module.transformer.h) == 1
     with lm.trace("hello world"):
         logits = lm.lm_head.output.save()
     assert len(lm._module.transformer.h) == 1 and lm._module.lm_head.weight.device == torch.device("cpu")
+    assert lm._module.hybridload_checkpoint.allowed_incomplete
     assert logits.shape == (1, 2, 8)

@@ -35,6 +35,12 @@ def test_remote_trace_round_trip_and_refusal(example, tmp_path):
     config = json.loads((other / "config.json").read_text())
     config.update(num_hidden_layers=7, hybrid_override_pattern="M-M*ME-")
     (other / "config.json").write_text(json.dumps(config, indent=2))
+    # its checkpoint fits its config (a served model never holds weights the checkpoint lacks, nor ignores any)
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(other / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("backbone.layers.7.")}, other / "model.safetensors",
+              metadata={"format": "pt"})
     out = tmp_path / "out"
     out.mkdir()
     port_file, log = out / "port", out / "server.jsonl"

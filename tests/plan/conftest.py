@@ -473,10 +473,8 @@ def _no_trust_policy(monkeypatch: pytest.MonkeyPatch) -> None:
 def routing() -> Any:
     """The import-time integration with plan routing installed (what ``import hybridload`` sets up)."""
     from hybridload.integrations import install as integration
-    from hybridload.plan.routing import install_routing
 
     integration.install()
-    install_routing()
     yield integration
     integration.install()  # leave the integration installed, as ``import hybridload`` does
 

@@ -8,8 +8,8 @@ import torch
 
 import hybridload
 from hybridload.errors import PlanError
-from hybridload.plan.attention import choose, meta_attention
-from hybridload.plan.load import load_real
+from hybridload.build.attention import choose, meta_attention
+from hybridload.serve.real import load_real
 
 
 def _original_check_in_place() -> bool:
@@ -155,9 +155,14 @@ def test_rule_table(flags, requested, built):
     assert choice.built == built and choice.requested == requested and choice.note
 
 
-def test_unknown_implementation_is_a_typed_error():
-    with pytest.raises(PlanError, match="not an attention implementation transformers knows"):
-        choose(_cls(), "warp_speed")
+def test_a_value_transformers_does_not_dispatch_is_left_to_the_model_and_recorded():
+    choice = choose(_cls(), "warp_speed")
+    assert (choice.requested, choice.built) == ("warp_speed", "warp_speed")
+    assert "not an attention implementation transformers dispatches" in choice.note
+    assert "from config.json" in choose(_cls(), "warp_speed", source="config.json").note
+
+
+def test_per_sub_config_requests_are_a_typed_error():
     with pytest.raises(PlanError, match="per-sub-config"):
         choose(_cls(), {"text_config": "sdpa"})  # type: ignore[arg-type]
 

@@ -7,7 +7,8 @@ from typing import Any, Callable
 import pytest
 
 import hybridload
-from hybridload.plan.load import load_real
+from hybridload.errors import CheckpointError
+from hybridload.serve.real import load_real
 
 # fixture name -> (builder, resolve kwargs); each builds a local folder with weights
 FIXTURES: dict[str, tuple[Callable[[Any], Any], dict[str, Any]]] = {
@@ -58,7 +59,11 @@ def test_hub_plan_meta_and_dispatch_agree_offline(build, hub_cache, offline, tre
 def test_plan_kwargs_reach_both_builds(build, tree_of):
     plan = hybridload.resolve(build.llama(), num_hidden_layers=1)
     assert dict(plan.load_kwargs) == {"num_hidden_layers": 1}
-    meta, real = hybridload.load_meta(plan), load_real(plan)
+    meta = hybridload.load_meta(plan)
+    with pytest.raises(CheckpointError, match="checkpoint tensor\\(s\\) the model never reads: model.layers.1"):
+        load_real(plan)  # the checkpoint holds a second layer the truncated model would silently ignore
+    real = load_real(plan, allow_incomplete_checkpoint=True)  # explicit opt-out, recorded
+    assert real.hybridload_checkpoint.allowed_incomplete and real.hybridload_checkpoint.unexpected
     assert len(meta.model.layers) == len(real.model.layers) == 1
     assert tree_of(meta) == tree_of(real)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import hybridload
-from hybridload.plan.load import load_real
+from hybridload.serve.real import load_real
 
 
 @pytest.fixture
@@ -100,10 +100,11 @@ def test_without_routing_transformers_mixes_commits(moved_repo, routing):
 def test_routing_patch_is_reversible(routing):
     from transformers import AutoConfig
 
-    patched = AutoConfig.__dict__["from_pretrained"].__func__
-    assert getattr(patched, "__hybridload_routing__", False)
+    from hybridload.hooks.patch import is_patched
+
+    assert is_patched(AutoConfig.__dict__["from_pretrained"])
     routing.uninstall()
-    assert not getattr(AutoConfig.__dict__["from_pretrained"].__func__, "__hybridload_routing__", False)
+    assert not is_patched(AutoConfig.__dict__["from_pretrained"])
 
 
 def test_nnsight_meta_build_is_routed_to_the_config_commit(moved_repo, routing):

@@ -70,15 +70,16 @@ def test_from_json_rejects_foreign_documents():
     with pytest.raises(PlanError, match="schema"):
         LoadPlan.from_json('{"schema": 0}')
     with pytest.raises(PlanError, match="unknown keys"):
-        LoadPlan.from_json('{"schema": 1, "bogus": 1}')
+        LoadPlan.from_json('{"schema": 2, "bogus": 1}')
 
 
 def test_importing_hybridload_and_plan_modules_stays_light():
     code = (
-        "import sys, hybridload, hybridload.plan, hybridload.plan.model, hybridload.plan.resolve, "
-        "hybridload.plan.load, hybridload.plan.routing, hybridload.plan.trust, hybridload.plan.lockfile, "
-        "hybridload.plan.attention, hybridload.plan.validate, hybridload.plan.code, hybridload.plan.revision; "
-        "hybridload.plan.routing.install_routing(); "
+        "import sys, hybridload, hybridload.plan, hybridload.plan.model, hybridload.load, hybridload.load.resolve, "
+        "hybridload.load.meta, hybridload.build, hybridload.build.routing, hybridload.plan.trust, "
+        "hybridload.plan.lockfile, hybridload.build.attention, hybridload.plan.validate, hybridload.plan.code, "
+        "hybridload.plan.revision, hybridload.serve.dispatch; "
+        "hybridload.install(); "
         "print(sorted(m for m in ('torch', 'transformers', 'huggingface_hub') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

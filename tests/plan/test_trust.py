@@ -5,7 +5,7 @@ import pytest
 
 import hybridload
 from hybridload.errors import TrustError
-from hybridload.plan.load import load_real
+from hybridload.serve.real import load_real
 from hybridload.plan.trust import ENV, decide_trust
 
 

@@ -11,8 +11,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 import hybridload.reference as references
 from hybridload.errors import KernelUnavailableError
 from hybridload.reference import fla as ref
-from hybridload.shim.references import reference_for
-from hybridload.shim.window import kernel_shim
+from hybridload.substitutes import reference_for
+from hybridload.shim.kernel_shim import kernel_shim
 
 
 def _kda_args(device: str) -> dict:

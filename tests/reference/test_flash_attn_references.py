@@ -8,7 +8,7 @@ import torch
 
 from hybridload.errors import KernelUnavailableError
 from hybridload.reference import flash_attn as ref
-from hybridload.shim.window import kernel_shim
+from hybridload.shim.kernel_shim import kernel_shim
 
 
 def _rand(*shape: int, seed: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 
 import hybridload
 from hybridload.errors import HybridloadError, StandInReachableError, TreeMismatchError
-from hybridload.serve import report as report_mod
+from hybridload.serve import kernel_report as report_mod
 from hybridload.serve.dispatch import dispatch
 from hybridload.serve.fallback import policy
 from hybridload.shim import probe
@@ -26,7 +26,7 @@ def _drop_kernel_modules() -> None:
     packages are on sys.path; a later test in the process would then take the fast-path imports)."""
     from transformers.utils import import_utils
 
-    from hybridload.shim.guards import _lru_functions  # the shim's own notion of "availability cache"
+    from hybridload.shim.guards import lru_functions as _lru_functions  # the shim's own notion of "availability cache"
 
     for name in list(sys.modules):
         if name.partition(".")[0] in KERNEL_PACKAGES:
@@ -109,12 +109,12 @@ def test_evict_tainted_removes_modules_and_auto_registrations():
 
 def test_strict_refuses_a_model_that_reaches_stand_ins(example_plan, monkeypatch):
     """A server whose code got bound to stand-ins (here: a load done inside a shim window) is refused."""
-    import hybridload.plan.load as load
+    import hybridload.serve.dispatch as dispatch_module
 
     def load_with_stand_ins(plan, **placement):
-        return load.load_meta(plan)
+        return hybridload.load_meta(plan)
 
-    monkeypatch.setattr(load, "load_real", load_with_stand_ins)
+    monkeypatch.setattr(dispatch_module, "load_real", load_with_stand_ins)
     with pytest.raises(StandInReachableError) as info:
         dispatch(example_plan, strict=True)
     message = str(info.value)
@@ -127,9 +127,9 @@ def test_strict_refuses_a_model_that_reaches_stand_ins(example_plan, monkeypatch
 
 
 def test_strict_defaults_from_environment(example_plan, monkeypatch):
-    import hybridload.plan.load as load
+    import hybridload.serve.dispatch as dispatch_module
 
-    monkeypatch.setattr(load, "load_real", lambda plan, **kw: load.load_meta(plan))
+    monkeypatch.setattr(dispatch_module, "load_real", lambda plan, **kw: hybridload.load_meta(plan))
     monkeypatch.setenv("HYBRIDLOAD_STRICT", "1")
     with pytest.raises(StandInReachableError):
         dispatch(example_plan)
@@ -146,7 +146,7 @@ def test_verify_tree_fails_with_the_first_differing_path(example_plan, real_kern
     import json
     import shutil
 
-    import hybridload.plan.load as load
+    import hybridload.load.meta as load
 
     other = tmp_path / "other"
     shutil.copytree(hybridload.examples.path("hybrid_tiny"), other)

@@ -61,7 +61,7 @@ class FakeSite:
         return self._added(name, register)
 
     def _added(self, name: str, register: bool) -> str:
-        from hybridload.shim.registry import register_kernel_package
+        from hybridload.shim.packages import register_kernel_package
 
         self.names.append(name)
         if register:
@@ -72,7 +72,7 @@ class FakeSite:
 
     def cleanup(self) -> None:
         from hybridload.shim.probe import reset_verdicts
-        from hybridload.shim.registry import unregister_kernel_package
+        from hybridload.shim.packages import unregister_kernel_package
 
         for name in self.registered:
             unregister_kernel_package(name)

@@ -8,6 +8,7 @@ import hybridload
 from fixtures.building import build, load_config, namespace_of, parameter_shapes
 from fixtures.remote_code import PATTERNS, describe, expected_parameter_shapes
 from hybridload.shim.standins import is_stand_in
+from hybridload.substitutes import unregister
 
 BUILDABLE = [p for p in PATTERNS if describe(p).builds_under_shim]
 
@@ -65,16 +66,17 @@ def test_report_names_exactly_the_stood_in_packages(pattern, remote_model):
         assert bound.__hybridload_package__ == symbol.split(".")[0]
 
 
-def test_meta_build_window_is_the_shim(remote_model):
-    """Integrations build inside ``meta_build_window``; it reports like ``kernel_shim``."""
-    from hybridload.build import meta_build_window
+def test_meta_build_session_reports_the_shim(remote_model):
+    """Integrations build inside a ``meta`` build session; its shim report is the kernel shim's."""
+    from hybridload.build import BuildSpec, build_session
 
     folder = remote_model("hymba")
     config = load_config(folder)
-    with meta_build_window(config=config) as report, torch.device("meta"):
+    with build_session(BuildSpec("meta", config=config)) as record:
         from transformers import AutoModelForCausalLM
 
         AutoModelForCausalLM.from_config(config, trust_remote_code=True)
+    report = record.shim
     assert report.packages == sorted(describe("hymba").kernel_packages)
 
 
@@ -113,9 +115,9 @@ def test_triton_kernel_file_decorators_and_annotations(remote_model):
 
 def test_kimi_linear_without_twins_fails_with_a_typed_error(remote_model, monkeypatch):
     """Instantiating an fla class that has no twin raises KernelUnavailableError naming it (no raw traceback)."""
-    from hybridload.shim import twins
+    from hybridload.substitutes import registry
 
-    monkeypatch.setattr(twins, "_default_twins", lambda: {})
+    monkeypatch.setitem(registry._defaults, "twin", {})
     with pytest.raises(hybridload.KernelUnavailableError) as raised:
         build(remote_model("kimi_linear"))
     message = str(raised.value)
@@ -124,9 +126,9 @@ def test_kimi_linear_without_twins_fails_with_a_typed_error(remote_model, monkey
 
 def test_kimi_linear_builds_with_registered_twins(remote_model, monkeypatch):
     """With twins registered for the fla classes, the instantiating variant builds the same tree."""
-    from hybridload.shim import twins
+    from hybridload.substitutes import registry
 
-    monkeypatch.setattr(twins, "_default_twins", lambda: {})
+    monkeypatch.setitem(registry._defaults, "twin", {})
 
     class ShortConvolutionTwin(torch.nn.Conv1d):
         def __init__(self, hidden_size, kernel_size, bias=False, activation="silu", **kwargs):
@@ -143,8 +145,8 @@ def test_kimi_linear_builds_with_registered_twins(remote_model, monkeypatch):
         folder = remote_model("kimi_linear")
         model = build(folder)
     finally:
-        twins.unregister_twin("fla.modules.ShortConvolution")
-        twins.unregister_twin("fla.modules.FusedRMSNormGated")
+        unregister("fla.modules.ShortConvolution", "twin")
+        unregister("fla.modules.FusedRMSNormGated", "twin")
     assert parameter_shapes(model) == expected_parameter_shapes(folder)
     conv = model.model.layers[0].self_attn.q_conv1d
     assert isinstance(conv, ShortConvolutionTwin)

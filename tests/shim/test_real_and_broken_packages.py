@@ -11,7 +11,7 @@ import hybridload
 from fixtures.building import build, namespace_of, parameter_shapes
 from fixtures.remote_code import BROKEN_FAILURES, describe, expected_parameter_shapes, write_remote_model
 from fixtures.shim_state import stand_in_modules
-from hybridload.shim.registry import kernel_packages
+from hybridload.shim.packages import kernel_packages
 from hybridload.shim.standins import is_stand_in
 
 
@@ -98,7 +98,7 @@ def test_env_var_registers_packages(tmp_path, fake_site, monkeypatch):
 
 
 def test_unregistering_restores_normal_failure(tmp_path, fake_site):
-    from hybridload.shim.registry import unregister_kernel_package
+    from hybridload.shim.packages import unregister_kernel_package
 
     name = fake_site.broken("hl_fixture_unregistered", "oserror", register=True)
     unregister_kernel_package(name)

@@ -94,7 +94,7 @@ def test_triton_kernel_launch_raises(remote_model):
 @pytest.fixture
 def made_up_kernels():
     """A registered kernel package that does not exist, with no default twins or references."""
-    from hybridload.shim.registry import unregister_kernel_package
+    from hybridload.shim.packages import unregister_kernel_package
 
     hybridload.register_kernel_package(HYBRIDLOAD_KERNELS)
     try:
@@ -104,7 +104,7 @@ def made_up_kernels():
 
 
 def test_meta_call_runs_registered_reference_and_real_call_still_raises(made_up_kernels):
-    from hybridload.shim.references import unregister_reference
+    from hybridload.substitutes import unregister
 
     path = f"{made_up_kernels}.ops.fused_add_mul"
     calls = []
@@ -124,7 +124,7 @@ def test_meta_call_runs_registered_reference_and_real_call_still_raises(made_up_
             with pytest.raises(hybridload.KernelUnavailableError):  # never silently on real data
                 fn(torch.ones(3, 4), torch.ones(3, 4))
     finally:
-        unregister_reference(path)
+        unregister(path, "reference")
     assert calls == [("meta", "meta")]
 
 
@@ -214,7 +214,7 @@ def test_unregistered_stand_in_class_instantiated_at_run_time_raises(made_up_ker
 
 
 def test_subclass_of_a_stand_in_class_builds_on_its_twin(made_up_kernels):
-    from hybridload.shim.twins import unregister_twin
+    from hybridload.substitutes import unregister
 
     path = f"{made_up_kernels}.modules.FancyNorm"
 
@@ -237,6 +237,6 @@ class GatedFancyNorm(FancyNorm):
             exec(compile(module_body, "hl_fixture_remote_module.py", "exec"), namespace)
             norm = namespace["GatedFancyNorm"](8)
     finally:
-        unregister_twin(path)
+        unregister(path, "twin")
     assert isinstance(norm, FancyNormTwin) and norm.gate() == "gated"
     assert tuple(norm.weight.shape) == (8,)

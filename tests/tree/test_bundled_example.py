@@ -15,14 +15,14 @@ NEMOTRON_SYMBOLS = {"M": ("mamba",), "-": ("mlp",), "*": ("attention",), "E": ("
 def example():
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from hybridload.build import meta_build_window
+    from hybridload.build import BuildSpec, build_session
     from hybridload.examples import path
 
     folder = path("hybrid_tiny")
     config = AutoConfig.from_pretrained(str(folder), trust_remote_code=True)
-    with meta_build_window() as report, torch.device("meta"):
+    with build_session(BuildSpec("meta")) as record, torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=True)
-    assert report.stand_ins, "the example imports CUDA-only kernels: the meta build must have used stand-ins"
+    assert record.shim.stand_ins, "the example imports CUDA-only kernels: the meta build must have used stand-ins"
     return folder, config, model
 
 

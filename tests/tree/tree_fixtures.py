@@ -154,10 +154,10 @@ def build_tiny_hybrid(folder: Path):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from hybridload.build import meta_build_window
+    from hybridload.build import BuildSpec, build_session
 
     config = AutoConfig.from_pretrained(str(folder), trust_remote_code=True)
-    with meta_build_window(), torch.device("meta"):
+    with build_session(BuildSpec("meta")):
         return AutoModelForCausalLM.from_config(config, trust_remote_code=True)
 
 

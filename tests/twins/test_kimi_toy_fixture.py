@@ -11,7 +11,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 import hybridload  # noqa: F401  (installs the from_config integration)
 from hybridload.errors import KernelUnavailableError
-from hybridload.shim.window import kernel_shim
+from hybridload.shim.kernel_shim import kernel_shim
 from hybridload.twins import real_name
 from kimi_toy_fixture import write_kimi_toy
 

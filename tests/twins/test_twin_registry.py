@@ -6,8 +6,8 @@ import torch
 
 import hybridload
 from hybridload.errors import KernelUnavailableError
-from hybridload.shim.twins import unregister_twin
-from hybridload.shim.window import kernel_shim
+from hybridload.substitutes import unregister
+from hybridload.shim.kernel_shim import kernel_shim
 from hybridload.twins import DEFAULT_TWINS, real_name
 
 
@@ -56,7 +56,7 @@ def test_users_register_a_twin_for_another_class() -> None:
         assert isinstance(built, LongConvolution) and built.filter.shape == (8, 16)
         assert real_name(type(built)) == "fla.modules.long_conv.LongConvolution"
     finally:
-        unregister_twin("fla.modules.LongConvolution")
+        unregister("fla.modules.LongConvolution", "twin")
     with kernel_shim(), pytest.raises(KernelUnavailableError):
         _Layer("fla.modules.LongConvolution", 8, 16)
 
@@ -74,7 +74,7 @@ def test_a_user_registration_overrides_the_default_twin() -> None:
                 "fla.modules.ShortConvolution"
             ]
     finally:
-        unregister_twin("fla.modules.ShortConvolution")
+        unregister("fla.modules.ShortConvolution", "twin")
 
 
 def test_remote_code_subclassing_a_twinned_class_builds_on_the_twin() -> None:

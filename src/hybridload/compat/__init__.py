@@ -8,9 +8,8 @@ Importing this package imports neither torch nor transformers.
 """
 from __future__ import annotations
 
-from .errors import CompatEntryError, RemovedTransformersAPIError, ValueDependentInitError
-from .layer import register
-from .registry import (
+from ..errors import CompatEntryError, RemovedTransformersAPIError, ValueDependentInitError
+from .catalog import (
     CompatEntry,
     alias,
     config_default,
@@ -22,9 +21,9 @@ from .registry import (
     removed,
     unregister_entry,
 )
-from .standins import is_compat_stand_in
-from .state import CompatRecord, observe
-from .window import compat_options, compat_window, cpu_scalars_requested, real_load_window
+from .removed_api import is_compat_stand_in
+from .record import CompatRecord, observe
+from .compat_window import compat_options, compat_window, cpu_scalars_requested, real_load_window
 
 __all__ = [
     "CompatEntry",
@@ -44,7 +43,6 @@ __all__ = [
     "observe",
     "probe",
     "real_load_window",
-    "register",
     "register_entry",
     "removed",
     "unregister_entry",

@@ -23,8 +23,9 @@ from __future__ import annotations
 import threading
 from typing import Any, Iterator
 
-from . import state
-from .registry import config_defaults
+from ..hooks.patch import Patch
+from . import record as state
+from .catalog import config_defaults
 
 REMOTE_PREFIX = "transformers_modules"
 _MARK = "__hybridload_compat_adapted__"
@@ -167,25 +168,23 @@ def adapt_config_instance(config: Any) -> None:
             replay_for(type(item))
 
 
-class SubclassHook:
-    """While windows are open, remote config classes are adapted as they are created (any thread's window)."""
+def _make_init_subclass(original: Any) -> Any:
+    def __init_subclass__(cls: type, *args: Any, **kwargs: Any) -> None:  # noqa: N807
+        original(cls, *args, **kwargs)
+        if state.active():
+            adapt_config_class(cls)
 
-    def __init__(self) -> None:
-        from transformers import PreTrainedConfig
+    return __init_subclass__
 
-        self._owner = PreTrainedConfig
-        self._original = PreTrainedConfig.__dict__["__init_subclass__"]
-        original_func = self._original.__func__ if isinstance(self._original, classmethod) else self._original
 
-        def __init_subclass__(cls: type, *args: Any, **kwargs: Any) -> None:  # noqa: N807
-            original_func(cls, *args, **kwargs)
-            if state.active():
-                adapt_config_class(cls)
+def _pretrained_config() -> type:
+    from transformers import PreTrainedConfig
 
-        __init_subclass__.__hybridload_compat__ = True  # type: ignore[attr-defined]
-        self._hook = classmethod(__init_subclass__)
-        type.__setattr__(PreTrainedConfig, "__init_subclass__", self._hook)
+    return PreTrainedConfig
 
-    def close(self) -> None:
-        if self._owner.__dict__.get("__init_subclass__") is self._hook:
-            type.__setattr__(self._owner, "__init_subclass__", self._original)
+
+#: while compat windows are open, remote config classes are adapted as they are created (a window's thread)
+SUBCLASS_PATCH = Patch(
+    _pretrained_config, "__init_subclass__", _make_init_subclass, lazy=True,
+    key="transformers.PreTrainedConfig.__init_subclass__",
+)

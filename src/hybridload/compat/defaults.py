@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .registry import CompatEntry, alias, config_default, moved, probe, removed
+from .catalog import CompatEntry, alias, config_default, moved, probe, removed
 
 _UTILS = ("transformers.utils.import_utils", "transformers.utils")
 _GEN_UTILS = ("transformers.generation.utils",)

@@ -22,7 +22,7 @@ import traceback
 from types import FrameType, TracebackType
 from typing import Any, Callable
 
-from .errors import ValueDependentInitError
+from ..errors import ValueDependentInitError
 
 #: shadows are kept only for tensors of at most this many elements (helper schedules, scalars, small tables)
 SHADOW_LIMIT = 1 << 16

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import state
+from ..hooks.patch import Patch
+from . import record as state
 from .configs import is_remote_class
 
 
@@ -65,29 +66,23 @@ def apply_legacy_tying(model: Any) -> None:
     state.fire("model.tied_weights_keys", f"{type(model).__qualname__}: {declared!r} -> {mapping!r}")
 
 
-class PostInitHook:
-    """While windows are open, ``PreTrainedModel.post_init`` applies 4.x tying first, for a window's thread."""
+def _make_post_init(original: Any) -> Any:
+    def post_init(self: Any) -> Any:
+        if state.active():
+            from .names import replay_for
 
-    def __init__(self) -> None:
-        from transformers import PreTrainedModel
+            replay_for(type(self), type(getattr(self, "config", None)))
+            apply_legacy_tying(self)
+        return original(self)
 
-        self._owner = PreTrainedModel
-        self._original = PreTrainedModel.__dict__["post_init"]
-        original = self._original
+    return post_init
 
-        def post_init(self: Any) -> Any:
-            if state.active():
-                from .names import replay_for
 
-                replay_for(type(self), type(getattr(self, "config", None)))
-                apply_legacy_tying(self)
-            return original(self)
+def _pretrained_model() -> type:
+    from transformers import PreTrainedModel
 
-        post_init.__wrapped__ = original  # type: ignore[attr-defined]
-        post_init.__hybridload_compat__ = True  # type: ignore[attr-defined]
-        self._hook = post_init
-        PreTrainedModel.post_init = post_init  # type: ignore[method-assign]
+    return PreTrainedModel
 
-    def close(self) -> None:
-        if self._owner.__dict__.get("post_init") is self._hook:
-            self._owner.post_init = self._original  # type: ignore[method-assign]
+
+#: while compat windows are open, ``PreTrainedModel.post_init`` applies 4.x tying first (a window's thread)
+POST_INIT_PATCH = Patch(_pretrained_model, "post_init", _make_post_init, lazy=True, key="transformers.PreTrainedModel.post_init")

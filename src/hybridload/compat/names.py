@@ -19,10 +19,12 @@ import threading
 import types
 from typing import Any
 
-from . import state
-from .registry import CompatEntry, names_by_module
+from ..hooks.meta_path import MetaPathEntry
+from ..hooks.patch import MISSING, Patch
+from ..hooks.snapshot import modules_snapshot
+from . import record as state
+from .catalog import CompatEntry, names_by_module
 
-_MISSING = object()
 _served_lock = threading.Lock()
 _served: dict[tuple[str, int], Any] = {}  # (entry id, id(entry)) -> served object (stable identity)
 _served_ids: set[int] = set()
@@ -112,7 +114,7 @@ def replay_for(*classes: type) -> None:
 
 def _answer(module_name: str, name: str, entry: CompatEntry) -> Any:
     value = served_object(entry)
-    installation = _installation
+    installation = NAMES.installation
     if installation is not None:
         installation.served_any = True
     detail = f"{module_name}.{name}"
@@ -121,34 +123,30 @@ def _answer(module_name: str, name: str, entry: CompatEntry) -> Any:
     return value
 
 
-class _ModuleHook:
-    """The ``__getattr__`` placed in one module's ``__dict__`` while windows are open."""
+def _make_module_getattr(module: types.ModuleType) -> Any:
+    """The PEP 562 ``__getattr__`` factory for one registered module (wrapped by a :class:`Patch`)."""
+    module_name = module.__name__
 
-    __hybridload_compat_hook__ = True
+    def make(previous: Any) -> Any:
+        def __getattr__(name: str) -> Any:  # noqa: N807
+            entry = names_by_module().get(module_name, {}).get(name) if state.active() else None
+            if entry is not None:
+                try:  # the module's own answer wins (a lazy attribute, a later release that has the name again)
+                    if previous is not MISSING:
+                        return previous(name)
+                    lazy = getattr(type(module), "__getattr__", None)
+                    if lazy is not None:
+                        return lazy(module, name)
+                except AttributeError:
+                    pass
+                return _answer(module_name, name, entry)
+            if previous is not MISSING:
+                return previous(name)
+            raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
 
-    def __init__(self, module: types.ModuleType) -> None:
-        self.module = module
-        self.module_name = module.__name__
-        self.previous = module.__dict__.get("__getattr__", _MISSING)
+        return __getattr__
 
-    def _fallback(self, name: str) -> Any:
-        if self.previous is not _MISSING:
-            return self.previous(name)
-        raise AttributeError(f"module {self.module_name!r} has no attribute {name!r}")
-
-    def __call__(self, name: str) -> Any:
-        entry = names_by_module().get(self.module_name, {}).get(name) if state.active() else None
-        if entry is None:
-            return self._fallback(name)
-        try:  # the module's own answer wins (a lazy attribute, a later release that has the name again)
-            if self.previous is not _MISSING:
-                return self.previous(name)
-            lazy = getattr(type(self.module), "__getattr__", None)
-            if lazy is not None:
-                return lazy(self.module, name)
-        except AttributeError:
-            pass
-        return _answer(self.module_name, name, entry)
+    return make
 
 
 class _SyntheticModule(types.ModuleType):
@@ -233,12 +231,12 @@ class _Installation:
     """What the outermost window installed: module hooks, the finder, a snapshot for eviction."""
 
     def __init__(self) -> None:
-        self.hooks: dict[int, _ModuleHook] = {}  # id(module) -> hook (a module name can be re-created)
+        self.hooks: dict[int, Patch] = {}  # id(module) -> its __getattr__ patch (a module name can be re-created)
         self.synthetic: set[str] = set()
-        self.before = dict(sys.modules)  # shallow copy: cheap, compared by identity on exit
+        self.before = modules_snapshot()  # shallow copy: cheap, compared by identity on exit
         self.served_any = False
-        self.finder = _Finder(self)
-        sys.meta_path.insert(0, self.finder)
+        self.entry = MetaPathEntry(_Finder(self))
+        self.entry.acquire()
         self.refresh()
 
     def refresh(self) -> None:
@@ -252,22 +250,14 @@ class _Installation:
     def hook(self, module: types.ModuleType) -> None:
         if id(module) in self.hooks or isinstance(module, _SyntheticModule):
             return
-        hook = _ModuleHook(module)
-        module.__dict__["__getattr__"] = hook
-        self.hooks[id(module)] = hook
+        patch = Patch(module, "__getattr__", _make_module_getattr(module), key=f"{module.__name__}.__getattr__")
+        patch.acquire()
+        self.hooks[id(module)] = patch
 
     def close(self) -> list[str]:
-        try:
-            sys.meta_path.remove(self.finder)
-        except ValueError:
-            pass
-        for hook in self.hooks.values():
-            d = hook.module.__dict__
-            if d.get("__getattr__") is hook:
-                if hook.previous is _MISSING:
-                    del d["__getattr__"]
-                else:
-                    d["__getattr__"] = hook.previous
+        self.entry.release()
+        for patch in self.hooks.values():
+            patch.release()
         self.hooks.clear()
         evicted = []
         for name in sorted(self.synthetic):
@@ -283,7 +273,7 @@ class _Installation:
         """Modules (re)executed inside the window that bound a served object leave ``sys.modules``."""
         fresh: dict[str, list[str]] = {}  # top-level package -> its modules (re)executed inside the window
         binders: set[str] = set()
-        for name, module in list(sys.modules.items()):
+        for name, module in modules_snapshot().items():
             if module is None or self.before.get(name) is module:
                 continue
             top = name.partition(".")[0]
@@ -314,28 +304,27 @@ def _drop(name: str) -> None:
         del parent.__dict__[child]
 
 
-_lock = threading.Lock()
-_installation: _Installation | None = None
-_depth = 0
+class _Names:
+    """The scope resource: the first window in (any thread) installs, the last one out removes everything."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.installation: _Installation | None = None
+        self.evicted: list[str] = []  # what the last close evicted (tests, reports)
+
+    def acquire(self) -> None:
+        with self._lock:
+            self.installation = _Installation()
+
+    def refresh(self) -> None:
+        with self._lock:
+            if self.installation is not None:
+                self.installation.refresh()
+
+    def release(self) -> None:
+        with self._lock:
+            installation, self.installation = self.installation, None
+        self.evicted = installation.close() if installation is not None else []
 
 
-def open_names() -> None:
-    """Enter: the outermost window (across threads) installs the hooks and the finder."""
-    global _installation, _depth
-    with _lock:
-        if _depth == 0:
-            _installation = _Installation()
-        elif _installation is not None:
-            _installation.refresh()
-        _depth += 1
-
-
-def close_names() -> list[str]:
-    """Leave: the last window out removes everything; returns modules evicted from ``sys.modules``."""
-    global _installation, _depth
-    with _lock:
-        _depth -= 1
-        if _depth > 0 or _installation is None:
-            return []
-        installation, _installation = _installation, None
-        return installation.close()
+NAMES = _Names()

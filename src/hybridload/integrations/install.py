@@ -1,90 +1,79 @@
-"""``import hybridload`` integration: transformers' ``from_config`` meta builds run inside the build window.
+"""``import hybridload``: route plain transformers and nnsight calls into hybridload's one build path.
 
-transformers is patched only once it is imported (a PEP 451 post-import hook on ``sys.meta_path``), so
-``import hybridload`` costs no torch/transformers import. Every patch is recorded and
-:func:`uninstall` puts the original attributes back. ``from_pretrained`` is never wrapped: a real load
-must bind real kernels.
+``install()`` changes nothing about what an explicit hybridload call builds (``resolve``, ``load_*``,
+``dispatch`` enter their build session themselves, installed or not). It only makes these plain calls enter
+the same session:
+
+* ``AutoModel*.from_config(config)`` (and ``PreTrainedModel._from_config``): building on meta (``torch.device
+  ("meta")``, nnsight's meta device, accelerate's ``init_empty_weights``) a ``meta`` build session, on a real
+  device a ``real`` one (compatibility and routing, never stand-ins), routed to the commit and trust decision
+  the config was loaded with;
+* ``AutoConfig.from_pretrained``: a ``config`` session (4.x config code meets the compatibility layer), and the
+  revision resolved to a commit and remembered for the config object;
+* nnsight's HuggingFace model loads (:mod:`.nnsight`).
+
+A call made inside an open build (transformers' own nested calls, nnsight's meta build inside the session its
+wrapper opened) joins that build. transformers is patched only once it is imported (a post-import hook), so
+``import hybridload`` imports neither torch nor transformers; :func:`uninstall` releases every patch. Real
+loads (``from_pretrained``) are never wrapped: they must bind real kernels.
 """
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
-import sys
 import threading
 from types import ModuleType
 from typing import Any, Callable
 
-from .patching import PatchSet
+from ..hooks.patch import Patch, is_patched
+from ..hooks.post_import import PostImportHook
 
 _lock = threading.RLock()
-_patches = PatchSet()
-_hook: "_PostImportHook | None" = None
+_hook = PostImportHook()
+_held: list[Patch] = []  # patches this integration holds now (released by uninstall)
+#: every patch the integration ever made, by (id(owner), name): the same Patch is held again by a later install,
+#: so copies transformers made of its wrapper (``from_config`` of Auto classes created meanwhile) come back to life
+_patches: dict[tuple[int, str], tuple[Any, Patch]] = {}
 _installed = False
 
-# module name -> functions(module) that patch it, applied in registration order
-_TARGETS: dict[str, list[Callable[[ModuleType], None]]] = {}
 
-
-def _target(module_name: str) -> Callable[[Callable[[ModuleType], None]], Callable[[ModuleType], None]]:
-    def deco(fn: Callable[[ModuleType], None]) -> Callable[[ModuleType], None]:
-        _TARGETS.setdefault(module_name, []).append(fn)
-        return fn
-
-    return deco
-
-
-def add_post_import_target(module_name: str, patcher: Callable[[ModuleType], None]) -> None:
-    """Let another part (plan routing, compat, nnsight) patch ``module_name`` once it is imported, reversibly.
-
-    Patchers must record every change through :func:`patches` so that :func:`uninstall` undoes it.
-    """
+def hold(owner: Any, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]], key: str) -> bool:
+    """Hold the patch of ``owner.name`` for the life of the installation (released by :func:`uninstall`)."""
     with _lock:
-        patchers = _TARGETS.setdefault(module_name, [])
-        if patcher in patchers:
-            return
-        patchers.append(patcher)
-        if _installed and module_name in sys.modules:
-            patcher(sys.modules[module_name])
+        known = _patches.get((id(owner), name))
+        if known is None or known[0] is not owner:
+            known = _patches[(id(owner), name)] = (owner, Patch(owner, name, make, key=key))
+        patch = known[1]
+        if patch in _held:
+            return patch.held
+        applied = patch.acquire()
+        _held.append(patch)
+        return applied
 
 
-def _run_patchers(module_name: str, module: ModuleType) -> None:
-    for patcher in list(_TARGETS.get(module_name, ())):
-        patcher(module)
+def add_post_import_target(module_name: str, callback: Callable[[ModuleType], None]) -> None:
+    """Run ``callback(module)`` once ``module_name`` is imported (now, if it is and hybridload is installed)."""
+    _hook.add(module_name, callback)
 
 
-def patches() -> PatchSet:
-    """The process-wide patch set of the installed integration (for integrations that add to it)."""
-    return _patches
+# -- from_config: meta builds join the build path ----------------------------------------------------------
+def _make_from_config(func: Callable[..., Any]) -> Callable[..., Any]:
+    def from_config(cls: type, config: Any, **kwargs: Any) -> Any:
+        from ..build.attention import building_on_meta
+        from ..build.session import current_build
 
-
-def _wrap_classmethod(owner: type, name: str, make_wrapper: Callable[[Callable], Callable]) -> None:
-    original = owner.__dict__[name]
-    func = original.__func__ if isinstance(original, classmethod) else original
-    wrapper = make_wrapper(func)
-    wrapper.__wrapped__ = func  # type: ignore[attr-defined]
-    wrapper.__hybridload_patch__ = True  # type: ignore[attr-defined]
-    _patches.set(owner, name, classmethod(wrapper))
-
-
-def _meta_build_wrapper(func: Callable) -> Callable:
-    """``func(cls, config, **kwargs)`` run inside the meta-build window while hybridload is installed.
-
-    transformers copies ``from_config`` into every Auto class when it creates them (``auto_class_update``),
-    so copies of this wrapper can outlive :func:`uninstall`; they check ``_installed`` and pass through.
-    """
-
-    def wrapper(cls: type, config: Any, **kwargs: Any) -> Any:
-        if not _installed:
+        if current_build() is not None:
             return func(cls, config, **kwargs)
-        from ..build import meta_build_window
+        from ..build.routing import origin_of
+        from ..build.session import BuildSpec, build_session
+        from ..compat.compat_window import cpu_scalars_requested
 
-        with meta_build_window(config=config, kwargs=kwargs):
+        # on meta: the client's meta build; on a real device: a real build (compat and routing, real kernels)
+        purpose = "meta" if building_on_meta() else "real"
+        spec = BuildSpec(purpose, origin=origin_of(config), config=config, cpu_scalars=cpu_scalars_requested(),
+                         label=type(config).__name__)
+        with build_session(spec):
             return func(cls, config, **kwargs)
 
-    wrapper.__name__ = getattr(func, "__name__", "from_config")
-    wrapper.__qualname__ = getattr(func, "__qualname__", wrapper.__name__)
-    wrapper.__doc__ = getattr(func, "__doc__", None)
-    return wrapper
+    return from_config
 
 
 def _subclasses(cls: type) -> list[type]:
@@ -97,120 +86,88 @@ def _subclasses(cls: type) -> list[type]:
     return found
 
 
-def _wrap_own_classmethods(base: type, name: str) -> None:
-    """Wrap ``name`` wherever it is defined in the class's own dict: the base and existing subclasses."""
+def _wrap_own(base: type, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    """One patch per class that defines ``name`` itself (transformers copies ``from_config`` into every Auto class)."""
     for owner in (base, *_subclasses(base)):
         entry = owner.__dict__.get(name)
-        if entry is None:
-            continue
-        func = entry.__func__ if isinstance(entry, classmethod) else entry
-        if getattr(func, "__hybridload_patch__", False):
-            continue  # already ours (or a transformers copy of ours)
-        _wrap_classmethod(owner, name, _meta_build_wrapper)
+        if entry is None or (is_patched(entry) and (id(owner), name) not in _patches):
+            continue  # inherited, or a copy of our wrapper transformers made for a class created after install
+        hold(owner, name, make, key=f"{owner.__module__}.{owner.__qualname__}.{name}")
 
 
-@_target("transformers.models.auto.auto_factory")
 def _patch_auto_factory(module: ModuleType) -> None:
-    _wrap_own_classmethods(module._BaseAutoModelClass, "from_config")
+    _wrap_own(module._BaseAutoModelClass, "from_config", _make_from_config)
 
 
-@_target("transformers.modeling_utils")
 def _patch_modeling_utils(module: ModuleType) -> None:
-    _wrap_own_classmethods(module.PreTrainedModel, "_from_config")
+    _wrap_own(module.PreTrainedModel, "_from_config", _make_from_config)
 
 
-class _PatchingLoader(importlib.abc.Loader):
-    """Delegates to the real loader, then applies the registered patcher to the fresh module."""
+# -- AutoConfig.from_pretrained: a config session, and the config's origin -----------------------------------
+def _make_auto_config(func: Callable[..., Any]) -> Callable[..., Any]:
+    def from_pretrained(cls: type, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
+        import os
 
-    def __init__(self, loader: importlib.abc.Loader, module_name: str) -> None:
-        self._loader = loader
-        self._module_name = module_name
+        from ..build.routing import origin_from_call, record_origin, resolved_revision
+        from ..build.session import BuildSpec, build_session, current_build
 
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        return self._loader.create_module(spec)
+        name = str(pretrained_model_name_or_path)
+        if current_build() is not None:
+            return func(cls, pretrained_model_name_or_path, *args, **kwargs)
+        if not os.path.exists(name):
+            kwargs["revision"] = resolved_revision(name, kwargs)
+        from ..compat.compat_window import cpu_scalars_requested
 
-    def exec_module(self, module: ModuleType) -> None:
-        spec = module.__spec__
-        if spec is not None and getattr(spec, "loader", None) is self:
-            module.__loader__ = self._loader
-            spec.loader = self._loader
-        self._loader.exec_module(module)
-        with _lock:
-            if _installed:
-                _run_patchers(self._module_name, module)
+        with build_session(BuildSpec("config", cpu_scalars=cpu_scalars_requested(), label=name)):
+            result = func(cls, pretrained_model_name_or_path, *args, **kwargs)
+        config = result[0] if isinstance(result, tuple) else result
+        record_origin(config, origin_from_call(name, kwargs, config))
+        return result
 
-
-class _PostImportHook(importlib.abc.MetaPathFinder):
-    """Finds nothing itself; wraps the loader of watched modules so they get patched after they run."""
-
-    def __init__(self) -> None:
-        self._busy = threading.local()
-
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
-        if fullname not in _TARGETS or getattr(self._busy, "active", False):
-            return None
-        self._busy.active = True
-        try:
-            for finder in sys.meta_path:
-                if finder is self or not hasattr(finder, "find_spec"):
-                    continue
-                spec = finder.find_spec(fullname, path, target)
-                if spec is not None:
-                    break
-            else:
-                return None
-        finally:
-            self._busy.active = False
-        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        spec.loader = _PatchingLoader(spec.loader, fullname)
-        return spec
+    return from_pretrained
 
 
-def _register_integrations() -> None:
-    """Build layers and post-import patchers of the other parts (none imports torch/transformers)."""
-    from ..compat.layer import register as register_compat
-    from ..plan.routing import install_routing
-    from .nnsight import install_nnsight
+def _patch_configuration_auto(module: ModuleType) -> None:
+    hold(module.AutoConfig, "from_pretrained", _make_auto_config, key="transformers.AutoConfig.from_pretrained")
 
-    register_compat()
-    install_routing()
-    install_nnsight()
+
+def _register_targets() -> None:
+    from .nnsight import register_nnsight
+
+    add_post_import_target("transformers.models.auto.auto_factory", _patch_auto_factory)
+    add_post_import_target("transformers.modeling_utils", _patch_modeling_utils)
+    add_post_import_target("transformers.models.auto.configuration_auto", _patch_configuration_auto)
+    register_nnsight(add_post_import_target)
 
 
 def install() -> None:
-    """Install the integration (idempotent). Already-imported targets are patched at once."""
-    global _hook, _installed
+    """Install the routing (idempotent). Already-imported targets are patched at once."""
+    global _installed
     with _lock:
         if _installed:
             return
         _installed = True
-        _register_integrations()
-        _hook = _PostImportHook()
-        sys.meta_path.insert(0, _hook)
-        for name in list(_TARGETS):
-            module = sys.modules.get(name)
-            if module is not None:
-                _run_patchers(name, module)
+        _register_targets()
+        _hook.acquire()
 
 
 def uninstall() -> None:
-    """Reverse :func:`install`: remove the hook, restore every patched attribute, close open state."""
-    global _hook, _installed
+    """Reverse :func:`install`: stop watching imports, release every patch, forget integration caches."""
+    global _installed
     with _lock:
-        if _hook is not None:
-            try:
-                sys.meta_path.remove(_hook)
-            except ValueError:
-                pass
-        _hook = None
+        if not _installed:
+            return
         _installed = False
-        _patches.restore_all()
+        _hook.release()
+        while _held:
+            _held.pop().release()
         _forget_process_caches()
 
 
 def _forget_process_caches() -> None:
     """Caches the integrations keep for the process (nnsight's pinned commits and rebuilt client trees)."""
+    import sys
+
     for module_name, function in (
         ("hybridload.integrations.nnsight_plan", "forget_pins"),
         ("hybridload.integrations.nnsight_handshake", "forget_rebuilt"),

@@ -24,6 +24,8 @@ import functools
 import json
 import logging
 import os
+import threading
+import warnings
 from types import ModuleType
 from typing import Any, Callable
 
@@ -34,67 +36,108 @@ TRANSFORMERS_MODULE = "nnsight.modeling.transformers"
 DEFAULT_TASK_AUTO_CLASS = "AutoModelForCausalLM"
 
 
-def install_nnsight() -> None:
-    """Register the nnsight patches as post-import targets (idempotent; applied now if nnsight is imported)."""
-    from .install import add_post_import_target
+#: the nnsight releases this integration is written and tested for (it replaces private methods)
+SUPPORTED_NNSIGHT = ">=0.8.0,<0.9"
 
-    add_post_import_target(HUGGINGFACE_MODULE, patch_huggingface)
-    add_post_import_target(TRANSFORMERS_MODULE, patch_transformers)
+#: class -> the private names the integration replaces or reads; all must exist, or the integration stays off
+_REQUIRED: dict[str, dict[str, tuple[str, ...]]] = {
+    HUGGINGFACE_MODULE: {
+        "HuggingFaceModel": ("_load_meta", "_load", "_remoteable_model_key", "_config", "_hub_parameter_count",
+                             "_remoteable_get_env", "_remoteable_set_env", "_refuse_impossible_tp", "describe_checkpoint"),
+        "": ("_CONFIG_CACHE", "_ID_CACHE", "CheckpointUnreachable"),
+    },
+    TRANSFORMERS_MODULE: {
+        "TransformersModel": ("_load_meta", "_load", "_loaded_preprocessors", "_remoteable_get_env",
+                              "_remoteable_set_env", "_wrap"),
+    },
+}
+
+_status_lock = threading.Lock()
+_status: dict[str, str] = {}  # module -> "on" | why the integration is off for it
 
 
-# -- patching helpers ---------------------------------------------------------------------------------------
+def status() -> dict[str, str]:
+    """Per nnsight module: ``"on"``, or why hybridload's nnsight integration is off (``hybridload doctor``)."""
+    with _status_lock:
+        return dict(_status)
+
+
+def register_nnsight(add_target: Callable[[str, Callable[[ModuleType], None]], None]) -> None:
+    """Register the nnsight patches as post-import targets (applied now if nnsight is imported)."""
+    add_target(HUGGINGFACE_MODULE, patch_huggingface)
+    add_target(TRANSFORMERS_MODULE, patch_transformers)
+
+
+def _version_problem() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    try:
+        found = version("nnsight")
+    except PackageNotFoundError:
+        return None  # a source checkout: the names decide
+    if Version(found) not in SpecifierSet(SUPPORTED_NNSIGHT):
+        return f"nnsight {found} is outside the supported range {SUPPORTED_NNSIGHT}"
+    return None
+
+
+def _missing_names(module: ModuleType) -> list[str]:
+    missing = []
+    for owner_name, names in _REQUIRED[module.__name__].items():
+        owner = getattr(module, owner_name, None) if owner_name else module
+        if owner is None:
+            missing.append(f"{module.__name__}.{owner_name}")
+            continue
+        missing += [f"{module.__name__}.{owner_name + '.' if owner_name else ''}{name}" for name in names if not hasattr(owner, name)]
+    return missing
+
+
+def _usable(module: ModuleType) -> bool:
+    """All-or-nothing: a missing or changed private name turns the integration off for this module, loudly."""
+    problem = _version_problem()
+    missing = _missing_names(module)
+    if missing:
+        problem = (problem + "; " if problem else "") + "it lacks " + ", ".join(missing)
+    with _status_lock:
+        _status[module.__name__] = "on" if problem is None else problem
+    if problem is None:
+        return True
+    warnings.warn(
+        f"hybridload's nnsight integration is off for {module.__name__}: {problem}. nnsight models load as plain "
+        f"nnsight does (no load plan, no tree handshake); install nnsight{SUPPORTED_NNSIGHT} or a hybridload release "
+        "that supports this nnsight. `hybridload doctor` reports this.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return False
+
+
 def _replace(owner: type, name: str, make: Callable[[Callable], Callable]) -> None:
-    """Wrap ``owner.name`` (own or inherited; function, classmethod or staticmethod), recorded for uninstall."""
-    from .install import patches
+    """Wrap ``owner.name`` (own or inherited; function, classmethod or staticmethod) for the installation."""
+    from .install import hold
 
-    entry = owner.__dict__.get(name)
-    if entry is None:
-        for base in owner.__mro__[1:]:
-            if name in base.__dict__:
-                entry = base.__dict__[name]
-                break
-        else:
-            logger.debug("nnsight %s has no %s; not patched", owner.__qualname__, name)
-            return
-    func = entry.__func__ if isinstance(entry, (classmethod, staticmethod)) else entry
-    if getattr(func, "__hybridload_patch__", False) and name in owner.__dict__:
-        return  # already ours (install() runs the patchers of already-imported modules again)
-    wrapper = functools.wraps(func)(make(func))
-    wrapper.__hybridload_patch__ = True  # type: ignore[attr-defined]
-    if isinstance(entry, classmethod):
-        value: Any = classmethod(wrapper)
-    elif isinstance(entry, staticmethod):
-        value = staticmethod(wrapper)
-    else:
-        value = wrapper
-    patches().set(owner, name, value)
+    hold(owner, name, make, key=f"{owner.__module__}.{owner.__qualname__}.{name}")
 
 
 def _applies(repo_id: Any, kwargs: dict[str, Any]) -> bool:
-    """Whether a load goes through a plan: a repo id or folder, no ``config=`` object, integration installed."""
-    from .install import is_installed
-
-    return is_installed() and isinstance(repo_id, (str, os.PathLike)) and kwargs.get("config") is None
-
-
-def _verify_meta(model: Any, plan: Any, what: str) -> None:
-    from ..plan.load import _check_built, check_attention
-
-    _check_built(model, plan, what)
-    check_attention(model, plan, what)
+    """Whether a load goes through a plan: a repo id or folder, no ``config=`` object."""
+    return isinstance(repo_id, (str, os.PathLike)) and kwargs.get("config") is None
 
 
 def _typed(exc: Exception, plan: Any, what: str) -> Exception:
-    from ..errors import PlanError, RemoteCodeError
+    from ..load.failures import remote_code_failure
     from ..plan.model import REMOTE
 
-    error = RemoteCodeError if plan.model_class_source == REMOTE else PlanError
-    return error(f"{what} of {plan.model_class} ({plan.repo}) failed: {type(exc).__name__}: {exc}")
+    return remote_code_failure(exc, f"{what} of {plan.model_class} ({plan.repo})", remote=plan.model_class_source == REMOTE)
 
 
 # -- nnsight.modeling.huggingface ---------------------------------------------------------------------------
 def patch_huggingface(module: ModuleType) -> None:
     """Patch ``HuggingFaceModel`` (the base of every nnsight HuggingFace wrapper)."""
+    if not _usable(module):
+        return
     cls = module.HuggingFaceModel
     _replace(cls, "_load_meta", _hf_load_meta)
     _replace(cls, "_load", _hf_load)
@@ -109,7 +152,7 @@ def _hf_load_meta(original: Callable) -> Callable:
     def _load_meta(self: Any, repo_id: Any, *args: Any, **kwargs: Any) -> Any:
         if not _applies(repo_id, kwargs):
             return original(self, repo_id, *args, **kwargs)
-        from ..plan.load import load_meta
+        from ..load.meta import load_meta
         from .nnsight_plan import resolve_plan, split_kwargs
 
         plan = resolve_plan(os.fspath(repo_id), self.revision, split_kwargs(kwargs), [self.AUTO_CLASS])
@@ -119,7 +162,11 @@ def _hf_load_meta(original: Callable) -> Callable:
 
 
 def _placement(kwargs: dict[str, Any], plan: Any) -> dict[str, Any]:
-    """What a real load may add to the plan: everything the plan does not own or record."""
+    """What a real load may add to the plan: everything the plan does not own or record.
+
+    nnsight's ``device=`` (how NDIF places a model on one GPU) is a placement: it becomes ``device_map``, as in
+    nnsight's own loader, never a model-constructor argument.
+    """
     from .nnsight_plan import PLAN_OWNED
 
     placement: dict[str, Any] = {}
@@ -130,6 +177,9 @@ def _placement(kwargs: dict[str, Any], plan: Any) -> dict[str, Any]:
             placement.update({k: v for k, v in value.items() if k not in PLAN_OWNED and k not in plan.load_kwargs})
         else:
             placement[name] = value
+    device = placement.pop("device", None)
+    if device is not None and placement.get("device_map") is None:
+        placement["device_map"] = device
     return placement
 
 
@@ -197,15 +247,11 @@ def _plan_for_key(cls: type, data: dict[str, Any]) -> Any:
 
 def _config_reader(hf_module: ModuleType, original: Callable) -> Callable:
     def _config(cls: type, model_key: str) -> Any:
-        from .install import is_installed
-
-        if not is_installed():
-            return original(cls, model_key)
         cache = hf_module._CONFIG_CACHE
         if model_key in cache:
             return cache[model_key]
         from ..errors import HybridloadError, RevisionResolutionError, TrustError
-        from ..plan.load import load_config
+        from ..load.config import load_config
         from ..plan.revision import offline
 
         data = json.loads(model_key)
@@ -267,6 +313,8 @@ def _set_env(original: Callable) -> Callable:
 # -- nnsight.modeling.transformers --------------------------------------------------------------------------
 def patch_transformers(module: ModuleType) -> None:
     """Patch ``TransformersModel`` (``LanguageModel`` and other subclasses inherit the patches)."""
+    if not _usable(module):
+        return
     cls = module.TransformersModel
     _replace(cls, "_load_meta", _tf_load_meta)
     _replace(cls, "_load", _tf_load)
@@ -289,7 +337,7 @@ def _tokenizer_from_plan(self: Any, plan: Any) -> None:
     if self.tokenizer is not None:
         return
     from ..errors import PlanError, TrustError
-    from ..plan.load import load_tokenizer
+    from ..load.tokenizer import load_tokenizer
     from .nnsight_plan import needed_preprocessors
 
     needed = needed_preprocessors(self.task)
@@ -309,35 +357,32 @@ def _tf_load_meta(original: Callable) -> Callable:
             return original(self, repo_id, *args, **kwargs)
         import torch
 
-        from ..build import meta_build_window
+        from ..build.session import build_session
         from ..errors import HybridloadError
-        from ..plan.attention import meta_attention
-        from ..plan.load import load_config
-        from ..plan.routing import origin_of, routed
+        from ..load.config import config_in_session, ready, session_spec
+        from ..load.meta import finish_meta
 
         repo_id = os.fspath(repo_id)
         plan = _task_and_plan(self, repo_id, kwargs)
-        config = load_config(plan)
+        ready(plan)
         _tokenizer_from_plan(self, plan)
-        # nnsight's own meta build (task classes, PEFT graft, the meta pipeline), fed the plan's decisions
-        call = {
-            "config": config,
-            "trust_remote_code": plan.trust_remote_code,
-            "dtype": getattr(torch, plan.dtype),
-            "attn_implementation": plan.attn_implementation_built,
-        }
-        try:
-            build_kwargs = {k: v for k, v in call.items() if k != "config"}
-            with meta_build_window(config, build_kwargs) as report, meta_attention(), routed(origin_of(config)):
+        # nnsight's own meta build (task classes, PEFT graft, the meta pipeline), fed the plan's decisions, in the
+        # plan's meta build session: its from_config joins the session instead of entering the layers again
+        with build_session(session_spec(plan, "meta")) as record:
+            config, _ = config_in_session(plan)
+            call = {
+                "config": config,
+                "trust_remote_code": plan.trust_remote_code,
+                "dtype": getattr(torch, plan.dtype),
+                "attn_implementation": plan.attn_implementation_built,
+            }
+            try:
                 model = original(self, repo_id, *args, **call)
-        except HybridloadError:
-            raise
-        except Exception as exc:
-            raise _typed(exc, plan, "nnsight's meta build") from exc
-        _verify_meta(model, plan, "nnsight's meta build")
-        model.hybridload_plan = plan
-        model.hybridload_build_report = report
-        return model
+            except HybridloadError:
+                raise
+            except Exception as exc:
+                raise _typed(exc, plan, "nnsight's meta build") from exc
+            return finish_meta(model, plan, record, "nnsight's meta build")
 
     return _load_meta
 

@@ -123,13 +123,14 @@ def _client_signature(client_plan: Mapping[str, Any]) -> tuple[Any, str | None]:
         if key in _rebuilt:
             _rebuilt.move_to_end(key)
             return _rebuilt[key]
-    from ..plan.load import load_meta
+    from ..load.meta import load_meta
     from ..plan.model import LoadPlan
     from ..tree.signature import signature
 
     try:
         plan = LoadPlan.from_dict(client_plan, origin="the request's client plan")
-        result: tuple[Any, str | None] = (signature(load_meta(plan), plan), None)
+        # _untrusted_code() allowed rebuilding this plan: the server trusts its code repositories
+        result: tuple[Any, str | None] = (signature(load_meta(plan, trust_remote_code=plan.trust_remote_code or None), plan), None)
     except Exception as exc:  # noqa: BLE001 - typed or not, the reason goes into the refusal, never a crash
         result = (None, f"{type(exc).__name__}: {exc}")
     with _rebuilt_lock:

@@ -50,7 +50,7 @@ def real_load(plan: Any, **placement: Any) -> Any:
 def _retry_under_shim(plan: Any, placement: dict[str, Any], first: BaseException) -> Any:
     """The model loaded with stand-ins for missing kernels, or None when no kernel was missing."""
     from ..serve.dispatch import dispatch
-    from ..shim.window import kernel_shim
+    from ..shim.kernel_shim import kernel_shim
 
     with kernel_shim() as report:
         try:
@@ -88,7 +88,7 @@ def _packages(report: Any) -> str:
 
 
 def _refuse_twins(model: Any, plan: Any, report: Any) -> None:
-    from ..serve.report import kernel_report
+    from ..serve.kernel_report import kernel_report
 
     twins = kernel_report(model).twins
     if not twins:

@@ -20,20 +20,19 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import PlanError
+from ..plan import arguments
 
 logger = logging.getLogger(__name__)
 
-#: the wrapper kwargs a plan decides (``revision`` is the wrapper's own attribute)
-PLAN_OWNED = ("trust_remote_code", "dtype", "torch_dtype", "attn_implementation", "code_revision")
+#: the wrapper kwargs a plan decides (``revision`` is the wrapper's own attribute; ``torch_dtype`` is nnsight's
+#: older spelling of ``dtype``): the shared argument table's plan decisions
+PLAN_OWNED = tuple(name for name in arguments.PLAN if name not in ("revision", "auto_class")) + ("torch_dtype",)
 
-#: kwargs that only say where and how weights land, or how files are fetched: never part of a plan
-PLACEMENT = frozenset({
-    "device_map", "max_memory", "offload_folder", "offload_buffers", "offload_state_dict", "low_cpu_mem_usage",
-    "tp_plan", "tp_size", "device_mesh", "distributed_config", "quantization_config", "token", "cache_dir",
-    "local_files_only", "force_download", "proxies", "subfolder", "state_dict", "use_safetensors", "variant",
-    "weights_only", "key_mapping", "gguf_file", "output_loading_info", "adapter_name", "adapter_kwargs",
-    "config", "device",
-})
+#: kwargs that only say where and how weights land, or how files are fetched: never part of a plan (the shared
+#: table's placement and pass-through arguments, the ones a plan refuses, and nnsight's ``device``)
+PLACEMENT = frozenset(
+    arguments.PLACEMENT | arguments.PASS_THROUGH | arguments.SERVING | set(arguments.REJECTED) | {"device"}
+)
 
 #: what a pipeline class's ``_load_*`` flag says it loads -> the wrapper attribute holding it
 PREPROCESSOR_FLAGS = {
@@ -124,7 +123,7 @@ def resolve_plan(repo_id: str, revision: str | None, split: SplitKwargs, auto_cl
     A Hub revision is resolved to a commit once per process, so every later resolve of the same
     (repo, revision) (the server's placement reads, its real load) uses the same commit.
     """
-    from ..plan.resolve import resolve
+    from ..load.resolve import resolve
 
     local = os.path.isdir(repo_id)
     with _pins_lock:

@@ -1,9 +1,11 @@
 """pytest plugin (``pytest11`` entry point): tree-equivalence checks for CI jobs.
 
-Fixtures: ``hybridload_meta`` (build a meta model from a model id/path/plan) and ``hybridload_tree``
-(an assertion helper comparing a model or signature with an expected signature file, failing with the
-readable diff). ``--hybridload-update`` rewrites the expected files instead of comparing. Nothing heavy is
-imported until a fixture is used.
+Fixtures: ``hybridload_meta`` (build a meta model from a model id/path/plan, through the same build path as
+``hybridload.load_meta``; ``lock=path`` checks the plan and the remote-code hashes against a lock file first)
+and ``hybridload_tree`` (an assertion helper comparing a model or signature with an expected signature *or
+lock* file, failing with the readable diff). ``--hybridload-update`` rewrites expected signature files instead
+of comparing. Trust is explicit here as everywhere: pass ``trust_remote_code=True``; a lock never grants it.
+Nothing heavy is imported until a fixture is used.
 """
 from __future__ import annotations
 
@@ -34,18 +36,25 @@ class TreeChecker:
         self.update = update
 
     def assert_matches(self, actual: Any, expected_path: str | Path, *, max_items: int = 20) -> Any:
+        from hybridload.plan.lockfile import LOCK_SCHEMA, parse_lock, write_atomically
         from hybridload.tree.diff import compare
         from hybridload.tree.signature import TreeSignature, signature
 
         sig = actual if isinstance(actual, TreeSignature) else signature(actual)
         path = Path(expected_path)
         if self.update:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(sig.to_json(), encoding="utf-8")
+            write_atomically(path, sig.to_json())
             return sig
         if not path.exists():
             pytest.fail(f"expected signature {path} does not exist; run pytest with --hybridload-update to write it", pytrace=False)
-        diff = compare(TreeSignature.read(path), sig, labels=(str(path), "built"))
+        text = path.read_text(encoding="utf-8")
+        if f'"{LOCK_SCHEMA}"' in text:
+            expected = parse_lock(text, str(path)).signature
+            if expected is None:
+                pytest.fail(f"lock file {path} records no tree; re-lock it with `hybridload lock`", pytrace=False)
+        else:
+            expected = TreeSignature.from_json(text)
+        diff = compare(expected, sig, labels=(str(path), "built"))
         if not diff.identical:
             pytest.fail(f"module tree differs from {path}:\n{diff.report(max_items=max_items)}", pytrace=False)
         return sig
@@ -56,12 +65,9 @@ def hybridload_meta() -> Callable[..., Any]:
     """``hybridload_meta(model_or_plan, **resolve_kwargs)`` -> a meta model built GPU-less through the shim."""
 
     def build(model: Any, **resolve_kwargs: Any) -> Any:
-        from hybridload.plan.load import load_meta
-        from hybridload.plan.model import LoadPlan
-        from hybridload.plan.resolve import resolve
+        from hybridload.load.meta import load_meta
 
-        plan = model if isinstance(model, LoadPlan) else resolve(model, **resolve_kwargs)
-        return load_meta(plan)
+        return load_meta(model, **resolve_kwargs)
 
     return build
 

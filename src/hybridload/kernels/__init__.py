@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from ._runtime import available, require_triton
 
 #: real symbol path, as remote code imports it -> "module:function" of the hybridload kernel with the same
-#: signature and semantics. Several paths name one function where the real package re-exports it.
+#: signature and semantics. Several paths name one function where the real package re-exports it. This is the
+#: default "triton" table of :mod:`hybridload.substitutes` (look symbols up with ``substitutes.triton_for``).
 FALLBACKS: dict[str, str] = {
     "mamba_ssm.ops.triton.layernorm_gated.rmsnorm_fn": "hybridload.kernels.layernorm_gated:rmsnorm_fn",
     "mamba_ssm.ops.triton.layernorm_gated.layernorm_fn": "hybridload.kernels.layernorm_gated:layernorm_fn",
@@ -41,7 +42,7 @@ _LAZY: dict[str, str] = {
     "within_tolerance": "hybridload.kernels.tolerances",
 }
 
-__all__ = sorted(["FALLBACKS", "available", "require_triton", "resolve", "fallback_for", *_LAZY])
+__all__ = sorted(["FALLBACKS", "available", "require_triton", "resolve", *_LAZY])
 
 
 def resolve(target: str) -> Callable[..., Any]:
@@ -50,12 +51,6 @@ def resolve(target: str) -> Callable[..., Any]:
     if not sep or not module_name.startswith("hybridload.kernels.") or not attr:
         raise ValueError(f"not a hybridload.kernels target of the form 'module:function': {target!r}")
     return getattr(importlib.import_module(module_name), attr)
-
-
-def fallback_for(symbol_path: str) -> Callable[..., Any] | None:
-    """The hybridload kernel that replaces ``symbol_path`` (e.g. a stand-in's ``__hybridload_path__``)."""
-    target = FALLBACKS.get(symbol_path)
-    return resolve(target) if target is not None else None
 
 
 def __getattr__(name: str) -> Any:

@@ -10,14 +10,10 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from ..errors import HybridloadError
+from ..errors import KernelArgumentError
 from ._runtime import interpreter_mode
 
 FLOAT_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
-
-
-class KernelArgumentError(HybridloadError, ValueError):
-    """A hybridload kernel was called with arguments the real kernel would reject (shape, dtype, device)."""
 
 
 def fail(fn: str, message: str) -> KernelArgumentError:

@@ -27,6 +27,7 @@ class ClassChoice:
     native_model: type | None
     model_ref: CodeRef | None
     refs: tuple[CodeRef, ...]  # remote references that will run (config, model, tokenizer)
+    unused: dict[str, Any]  # auto_map entries the plan does not use: recorded, not run
 
 
 def auto_class(name: str) -> type:
@@ -120,8 +121,14 @@ def choose_classes(
         refs.append(config_ref)  # type: ignore[arg-type]
     if use_remote_model:
         refs.append(model_ref)  # type: ignore[arg-type]
-    if trusted.trusted:
-        refs += tokenizer_refs(auto_map, where)
+    tokenizer, not_code = tokenizer_refs(auto_map, where) if trusted.trusted else ([], [])
+    refs += tokenizer
+    used = {"AutoConfig"} if use_remote_config else set()
+    if use_remote_model:
+        used.add(auto_name)
+    if tokenizer and not not_code:
+        used.add("AutoTokenizer")
+    unused = {key: value for key, value in auto_map.items() if key not in used}
     return ClassChoice(
         config_class=config_ref.raw if use_remote_config else _dotted(native_config),  # type: ignore[union-attr,arg-type]
         config_source=REMOTE if use_remote_config else NATIVE,
@@ -130,6 +137,7 @@ def choose_classes(
         native_model=None if use_remote_model else native_model,
         model_ref=model_ref if use_remote_model else None,
         refs=tuple(refs),
+        unused=unused,
     )
 
 

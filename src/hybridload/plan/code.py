@@ -43,12 +43,27 @@ def parse_ref(key: str, raw: Any, where: str) -> CodeRef:
     return CodeRef(key=key, raw=raw, repo=repo or None, module=parts[0], class_name=parts[1])
 
 
-def tokenizer_refs(auto_map: dict, where: str) -> list[CodeRef]:
+def is_module_ref(raw: Any) -> bool:
+    """Whether an auto_map value is a ``[repo--]module.Class`` reference (code this repo or another one ships)."""
+    if not isinstance(raw, str) or not raw:
+        return False
+    parts = raw.rpartition("--")[2].split(".")
+    return len(parts) == 2 and all(p.isidentifier() for p in parts)
+
+
+def tokenizer_refs(auto_map: dict, where: str) -> tuple[list[CodeRef], list[Any]]:
+    """(module references the tokenizer load will run, entries that are no code reference).
+
+    Published configs carry AutoTokenizer entries that name another repository (``"org/other-repo"``) or
+    ``None`` slots; they are recorded, never validated as module references.
+    """
     value = auto_map.get("AutoTokenizer")
     if value is None:
-        return []
+        return [], []
     entries = value if isinstance(value, (list, tuple)) else [value]
-    return [parse_ref("AutoTokenizer", entry, where) for entry in entries if entry is not None]
+    refs = [parse_ref("AutoTokenizer", entry, where) for entry in entries if is_module_ref(entry)]
+    others = [entry for entry in entries if entry is not None and not is_module_ref(entry)]
+    return refs, others
 
 
 def _top_level_names(tree: ast.Module) -> tuple[set[str], bool]:

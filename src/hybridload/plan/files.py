@@ -12,8 +12,9 @@ from pathlib import Path
 from ..errors import PlanError
 
 
-class MissingFile(PlanError):
-    """Internal: a requested file does not exist at that commit (callers re-raise a specific error)."""
+class MissingFile(LookupError):
+    """Internal signal, never seen by users: a requested file does not exist at that commit (each caller
+    raises its own typed error, e.g. ConfigError for config.json, RemoteCodeError for a code file)."""
 
 
 @dataclass(frozen=True)

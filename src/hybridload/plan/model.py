@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from ..errors import PlanError
 
-SCHEMA = 1
+SCHEMA = 2
 
 SOURCE_HUB = "hub"
 SOURCE_LOCAL = "local"
@@ -68,12 +68,18 @@ class LoadPlan:
     attn_note: str
     load_kwargs: Mapping[str, Any] = field(default_factory=dict)  # extra from_pretrained/from_config kwargs
     versions: Mapping[str, str] = field(default_factory=dict)
+    #: auto_map entries this plan does not use (other heads, tokenizers living elsewhere): recorded, not run
+    auto_map_unused: Mapping[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA
+    #: how this process confirmed ``trust_remote_code=True`` ("explicit argument"); never serialised: a plan
+    #: read from a file (a lock, a request) carries the decision as a record, not as a grant
+    trust_confirmation: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "code_files", tuple(self.code_files))
         object.__setattr__(self, "load_kwargs", _frozen_mapping(self.load_kwargs))
         object.__setattr__(self, "versions", _frozen_mapping(self.versions))
+        object.__setattr__(self, "auto_map_unused", _frozen_mapping(self.auto_map_unused))
 
     def __hash__(self) -> int:
         return hash(self.to_json())
@@ -106,6 +112,8 @@ class LoadPlan:
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
         for f in dataclasses.fields(self):
+            if f.name in _NOT_SERIALISED:
+                continue
             value = getattr(self, f.name)
             if f.name == "code_files":
                 value = [c.to_dict() for c in value]
@@ -125,9 +133,10 @@ class LoadPlan:
         if schema != SCHEMA:
             raise PlanError(
                 f"{origin}: plan schema {schema!r} is not the one this hybridload writes ({SCHEMA}); "
-                "re-resolve the plan with this version (hybridload.resolve(..., lock=path, update_lock=True))"
+                "re-resolve the plan with this version (hybridload.resolve(..., lock=path, update_lock=True), or "
+                "`hybridload lock MODEL -o FILE`)"
             )
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)} - _NOT_SERIALISED
         unknown = sorted(set(data) - names)
         missing = sorted(n for n in names if n not in data)
         if unknown or missing:
@@ -156,7 +165,7 @@ class LoadPlan:
     def decisions(self) -> dict[str, Any]:
         """The facts a lock file pins: the commit, not how it was asked for (``revision``); versions and
         free-text notes are excluded too, they differ across machines."""
-        skip = {"revision", "versions", "revision_note", "trust_reason", "attn_note", "dtype_source"}
+        skip = {"revision", "versions", "revision_note", "trust_reason", "attn_note", "dtype_source", "auto_map_unused"}
         return {k: v for k, v in self.to_dict().items() if k not in skip}
 
     def to_header(self) -> dict[str, Any]:
@@ -195,6 +204,8 @@ class LoadPlan:
             )
         )
 
+
+_NOT_SERIALISED = frozenset({"trust_confirmation"})
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "repo": (str,),

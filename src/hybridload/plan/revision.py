@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import RevisionResolutionError
+from ..errors import PlanError, RevisionResolutionError
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,48 @@ class ResolvedCommit:
 
 def is_commit(revision: str | None) -> bool:
     return bool(revision) and bool(COMMIT_RE.match(str(revision)))
+
+
+_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+
+
+def ref_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid git ref name (``git check-ref-format --allow-onelevel`` rules), or None."""
+    if not name:
+        return "it is empty"
+    if name == "@":
+        return "'@' alone is not a ref name"
+    if _REF_FORBIDDEN.search(name):
+        return "it contains a space, a control character or one of ~ ^ : ? * [ \\"
+    if name.startswith("/") or name.endswith("/") or "//" in name:
+        return "it starts or ends with '/' or contains '//' (a path, not a name)"
+    if ".." in name:
+        return "it contains '..'"
+    if "@{" in name:
+        return "it contains '@{'"
+    if name.endswith("."):
+        return "it ends with '.'"
+    for component in name.split("/"):
+        if component.startswith("."):
+            return f"component {component!r} starts with '.'"
+        if component.endswith(".lock"):
+            return f"component {component!r} ends with '.lock'"
+    return None
+
+
+def check_revision(revision: str | None, *, what: str = "revision") -> None:
+    """Accept None, a 40-hex commit or a valid git ref name; anything else is a PlanError, before any disk access
+    (a revision is looked up as a file under the cache's ``refs/``: a path there would read any file)."""
+    if revision is None or is_commit(revision):
+        return
+    if not isinstance(revision, str):
+        raise PlanError(f"{what} must be a branch, tag or 40-hex commit, got {type(revision).__name__} {revision!r}")
+    problem = ref_name_problem(revision)
+    if problem is not None:
+        raise PlanError(
+            f"{what}={revision!r} is not a branch, tag or commit name: {problem}. Pass a branch or tag name "
+            "(e.g. 'main', 'v1.0') or a 40-hex commit sha"
+        )
 
 
 def hub_cache_dir() -> Path:
@@ -53,6 +95,7 @@ def storage_folder(repo_id: str) -> Path:
 
 def cached_ref(repo_id: str, revision: str | None) -> str | None:
     """The commit the local cache records for ``revision`` (refs/<revision>), or None."""
+    check_revision(revision)
     ref = storage_folder(repo_id) / "refs" / (revision or DEFAULT_REVISION)
     try:
         value = ref.read_text().strip()
@@ -85,6 +128,7 @@ def _fix_hint(repo_id: str, revision: str | None) -> str:
 
 def resolve_commit(repo_id: str, revision: str | None) -> ResolvedCommit:
     """Turn ``revision`` of Hub repo ``repo_id`` into the commit it points to now."""
+    check_revision(revision)
     if is_commit(revision):
         return ResolvedCommit(str(revision), "revision is a pinned commit")
     rev = revision or DEFAULT_REVISION

@@ -1,22 +1,50 @@
 """The trust decision: may this load execute a repository's own Python code?
 
-Order: an explicit ``trust_remote_code`` argument, else the ``HYBRIDLOAD_TRUST_REMOTE_CODE`` policy
-(``1``/``0`` or comma-separated globs such as ``nvidia/*``), else transformers' default, which never runs
-remote code. hybridload never turns remote code on by itself: running a repo's code is the user's call,
-made once and recorded in the plan with its reason.
+Order: an explicit ``trust_remote_code`` argument (the CLI's ``--trust-remote-code``), else the
+``HYBRIDLOAD_TRUST_REMOTE_CODE`` policy (``1``/``0`` or comma-separated globs such as ``nvidia/*``; ``0`` denies
+everything but an explicit argument), else deny, as transformers does. hybridload never turns remote code on by
+itself, and a file never does either: a plan or lock file *records* the decision, and every load checks that
+this process grants it (:func:`require_trust`).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import fnmatch
 import os
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
-from ..errors import PlanError
+from ..errors import PlanError, TrustError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .model import LoadPlan
 
 ENV = "HYBRIDLOAD_TRUST_REMOTE_CODE"
+EXPLICIT = "explicit argument"
 _ON = {"1", "true", "yes", "on"}
 _OFF = {"0", "false", "no", "off"}
+
+
+_spelling: contextvars.ContextVar[str | None] = contextvars.ContextVar("hybridload_trust_spelling", default=None)
+
+
+@contextlib.contextmanager
+def explicit_spelling(flag: str) -> Iterator[None]:
+    """How the explicit trust argument is spelled where the user is (the CLI: ``--trust-remote-code``), so every
+    message says what to type there, not a Python call."""
+    token = _spelling.set(flag)
+    try:
+        yield
+    finally:
+        _spelling.reset(token)
+
+
+def how_to_trust(repo: str) -> str:
+    flag = _spelling.get()
+    if flag is not None:
+        return f"pass {flag}"
+    return f"pass trust_remote_code=True (e.g. hybridload.resolve({repo!r}, trust_remote_code=True))"
 
 
 @dataclass(frozen=True)
@@ -42,7 +70,7 @@ def decide_trust(explicit: bool | None, code_repos: Sequence[str]) -> TrustDecis
     if explicit is not None:
         if not isinstance(explicit, bool):
             raise PlanError(f"trust_remote_code must be True, False or None, got {explicit!r}")
-        return TrustDecision(explicit, f"explicit argument trust_remote_code={explicit}")
+        return TrustDecision(explicit, f"{EXPLICIT} trust_remote_code={explicit}")
     blanket, globs = policy_globs()
     if blanket is not None:
         return TrustDecision(blanket, f"policy {ENV}={os.environ.get(ENV, '').strip()}")
@@ -63,7 +91,42 @@ def opt_in_instructions(repo: str, code_repos: Sequence[str]) -> str:
     """How to trust the code of ``repo``: the exact argument and policy value, after a review."""
     glob_value = ",".join(dict.fromkeys(code_repos or [repo]))
     return (
-        "hybridload never enables remote code by itself. After reviewing the code, opt in with "
-        f"hybridload.resolve({repo!r}, trust_remote_code=True) (or trust_remote_code=True on the load call), "
-        f"or set the policy {ENV}={glob_value} (comma-separated globs such as 'org/*' are accepted)."
+        f"hybridload never enables remote code by itself. After reviewing the code, {how_to_trust(repo)}, or set "
+        f"the policy {ENV}={glob_value} (comma-separated globs such as 'org/*' are accepted)."
+    )
+
+
+
+def code_repos_of(plan: "LoadPlan") -> list[str]:
+    """The repositories whose code the plan runs (its own, or the upstream code repository)."""
+    return sorted({plan.code_repo or plan.repo}) if plan.uses_remote_code else []
+
+
+def require_trust(plan: "LoadPlan", explicit: bool | None = None) -> None:
+    """Refuse (TrustError) to run a plan's remote code unless this process grants it now.
+
+    A plan records its trust decision; it grants nothing by itself (a lock file or a request could carry any
+    value). Running its code needs, in order: ``explicit`` at this call, or the explicit argument the plan was
+    resolved with in this process, or the ``HYBRIDLOAD_TRUST_REMOTE_CODE`` policy now. An explicit value that
+    contradicts the plan is a conflict.
+    """
+    if explicit is not None and not isinstance(explicit, bool):
+        raise PlanError(f"trust_remote_code must be True, False or None, got {explicit!r}")
+    if explicit is not None and explicit != plan.trust_remote_code:
+        raise TrustError(
+            f"trust_remote_code={explicit} conflicts with the plan of {plan.repo}, which records "
+            f"trust_remote_code={plan.trust_remote_code} ({plan.trust_reason}); a plan is never edited: re-resolve it "
+            f"with hybridload.resolve({plan.repo!r}, trust_remote_code={explicit})"
+        )
+    if not plan.trust_remote_code or not plan.uses_remote_code:
+        return
+    if explicit or plan.trust_confirmation == EXPLICIT:
+        return
+    decision = decide_trust(None, code_repos_of(plan))
+    if decision.trusted:
+        return
+    raise TrustError(
+        f"the plan of {plan.repo} records trust_remote_code=True ({plan.trust_reason}), but nothing in this process "
+        f"grants it ({decision.reason}): a plan or lock file records the decision, it never grants trust. After "
+        f"reviewing the code, {how_to_trust(plan.repo)}, or set the policy {ENV}={','.join(code_repos_of(plan))}."
     )

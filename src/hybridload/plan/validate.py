@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import ConfigError
+from .trust import how_to_trust
 
 #: Characters of ``hybrid_override_pattern``: Mamba, MoE, attention, MLP (Nemotron-H convention).
 HYBRID_PATTERN_CHARS: dict[str, str] = {"M": "mamba", "E": "moe", "*": "attention", "-": "mlp"}
@@ -136,9 +137,9 @@ def explain_config_failure(
     if remote_config_ref and not trusted:
         message += (
             f" The repository ships its own config class (auto_map AutoConfig -> {remote_config_ref}), which may "
-            "parse it: trust the repository's remote code to use it (trust_remote_code=True or "
-            f"HYBRIDLOAD_TRUST_REMOTE_CODE={repo or '<repo>'}), or upgrade transformers if a newer native class "
-            "supports it."
+            f"parse it: to use it, {how_to_trust(repo or '<repo>')} or set "
+            f"HYBRIDLOAD_TRUST_REMOTE_CODE={repo or '<repo>'} after reviewing it, or upgrade transformers if a newer "
+            "native class supports it."
         )
     else:
         message += " Fix the field in config.json, or upgrade transformers if a newer release supports it."

@@ -1,7 +1,7 @@
 """Pure-PyTorch reference implementations of kernel functions, keyed by every symbol path remote code imports.
 
 A stand-in called with only meta/fake tensors runs the reference registered for the path it was imported
-under (``hybridload.shim.references.reference_for``), so shapes and dtypes flow through a meta build or
+under (``hybridload.substitutes.reference_for``), so shapes and dtypes flow through a meta build or
 ``scan()``. The table below maps each reference function to all the paths real code reaches it by: the
 defining module, the package's re-exports, and aliases older releases used.
 

@@ -1,56 +1,35 @@
 """``hybridload.dispatch``: the served-side real load of a plan, which binds real kernels and proves it.
 
 Order of work (each step exists because of a failure seen in practice):
-1. evict remote-code modules that hold stand-ins, so the real load re-executes them and binds real kernels
+1. arguments: plan decisions must agree with the plan (never edited at load time), placement must be honoured
+   by the chosen path, unknown keywords are a TypeError;
+2. evict remote-code modules that hold stand-ins, so the real load re-executes them and binds real kernels
    (transformers reuses a cached dynamic module whose source hash did not change);
-2. load, inside the transformers-4.x compatibility window (the same entries the meta build applied) and the
-   optional Triton-fallback window: ``from_pretrained`` with the plan's commit, trust, dtype
-   and attention implementation, or with ``low_memory=True`` a meta build of the same plan streamed from the
-   checkpoint with transformers' own checkpoint conversions;
-3. ``kernel_report``; in strict mode refuse a model that can reach a stand-in (or a pure-torch twin);
-4. with ``verify_tree=True`` compare the served tree's signature with the plan's meta build.
+3. load, in one build session: ``from_pretrained`` with the plan's commit, trust, dtype and attention
+   (:func:`~hybridload.serve.real.load_real`), or with ``low_memory=True`` a meta build of the same plan
+   streamed from the checkpoint with transformers' own checkpoint conversions; both refuse a checkpoint that
+   does not fill the tree exactly;
+4. ``kernel_report``; in strict mode refuse a model that can reach a stand-in (or a pure-torch twin);
+5. with ``verify_tree=True`` compare the served tree's signature with the plan's meta build (or the lock's).
 """
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
+import os
 from typing import Any
 
 from .._env import flag
-from ..errors import CheckpointError, StandInReachableError, TreeMismatchError
-from .fallback import fallback_window, policy
-from .report import KernelReport, kernel_report
+from ..build.session import build_session
+from ..errors import PlanError, StandInReachableError, TreeMismatchError
+from ..load.config import plan_for, ready, session_spec
+from ..load.meta import build_meta_in_session
+from ..plan import arguments
+from ..plan.model import LoadPlan
+from .fallback import policy, require_triton_fallback_possible
+from .kernel_report import KernelReport, kernel_report
+from .real import check_shards, checkpoint_dir, load_real
 
-
-def _as_plan(model_or_plan: Any, **resolve_kwargs: Any) -> Any:
-    from ..plan.model import LoadPlan
-
-    if isinstance(model_or_plan, LoadPlan):
-        return model_or_plan
-    from ..plan.resolve import resolve
-
-    return resolve(model_or_plan, **resolve_kwargs)
-
-
-def checkpoint_dir(plan: Any) -> Path:
-    """The local folder holding the plan's weights (the Hub snapshot of the plan's commit)."""
-    if plan.is_local:
-        return Path(plan.repo)
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(
-            snapshot_download(
-                plan.repo,
-                revision=plan.commit or plan.revision,
-                allow_patterns=["*.safetensors", "*.safetensors.index.json", "*.json"],
-            )
-        )
-    except Exception as exc:  # offline with no cached snapshot, gated repo, network down ...
-        raise CheckpointError(
-            f"cannot get the weights of {plan.repo}@{plan.commit}: {type(exc).__name__}: {exc}. Download them "
-            "once while online (huggingface-cli download), or point the plan at a local folder."
-        ) from exc
+#: placement a low-memory load honours (the streaming loader places every tensor itself)
+_STREAM_PLACEMENT = frozenset({"device_map", "max_memory", "key_mapping"})
 
 
 def _strict_check(report: KernelReport) -> None:
@@ -65,22 +44,26 @@ def _strict_check(report: KernelReport) -> None:
     )
 
 
-def verify_against_meta(plan: Any, model: Any) -> Any:
-    """Raise TreeMismatchError when the served tree differs from the meta build of the same plan."""
-    from ..plan.load import load_meta
+def verify_against_meta(plan: LoadPlan, model: Any, expected: Any = None) -> Any:
+    """Raise TreeMismatchError when the served tree differs from the meta build of the same plan (or from
+    ``expected``, a lock's recorded signature)."""
+    from ..load.meta import load_meta
     from ..tree.diff import compare
     from ..tree.signature import signature
 
-    meta = load_meta(plan)
-    diff = compare(signature(meta), signature(model, plan))
+    entries: list[str] | None = None
+    if expected is None:
+        meta = load_meta(plan)
+        expected = signature(meta)
+        entries = list(getattr(meta, "hybridload_compat_entries", []))
+    else:
+        entries = list(expected.header.get("compat_entries") or [])
+    diff = compare(expected, signature(model, plan), labels=("meta build" if entries is None else "expected", "served"))
     if not diff.identical:
-        raise TreeMismatchError(
-            "the served model's tree differs from the meta build of the same plan:\n" + diff.report(), diff
-        )
-    expected = list(getattr(meta, "hybridload_compat_entries", []))
-    served = list(getattr(model, "hybridload_compat_entries", expected))
-    if expected != served:
-        missing, extra = sorted(set(expected) - set(served)), sorted(set(served) - set(expected))
+        raise TreeMismatchError("the served model's tree differs from the meta build of the same plan:\n" + diff.report(), diff)
+    served = list(getattr(model, "hybridload_compat_entries", entries))
+    if sorted(entries) != sorted(served):
+        missing, extra = sorted(set(entries) - set(served)), sorted(set(served) - set(entries))
         raise TreeMismatchError(
             "the served load applied other transformers-compatibility entries than the meta build "
             f"(missing {missing}, extra {extra}); both sides must run the same hybridload version",
@@ -89,48 +72,93 @@ def verify_against_meta(plan: Any, model: Any) -> Any:
     return diff
 
 
+def _plan(model: Any, lock: Any, plan_args: dict[str, Any]) -> tuple[LoadPlan, Any]:
+    """The plan to serve, and the lock's expected tree (or None)."""
+    if isinstance(model, LoadPlan):
+        if lock is not None:
+            raise PlanError("dispatch() got a LoadPlan and lock=; give the repo id with lock=path (the lock is checked "
+                            "against a fresh resolution), or the plan alone")
+        return plan_for(model, **plan_args), None
+    plan = plan_for(model, lock=lock, **plan_args)
+    expected = None
+    if lock is not None:
+        from ..plan.lockfile import read_lock
+
+        locked = read_lock(lock)
+        expected = locked.signature if locked is not None else None
+    return plan, expected
+
+
+def _check_stream_placement(placement: dict[str, Any]) -> None:
+    refused = sorted(set(placement) - _STREAM_PLACEMENT)
+    if refused:
+        raise PlanError(
+            f"low_memory=True streams the checkpoint itself and cannot honour {', '.join(refused)}; it takes "
+            f"{', '.join(sorted(_STREAM_PLACEMENT))}. Drop them, or use low_memory=False (from_pretrained)."
+        )
+
+
+def _stream(plan: LoadPlan, placement: dict[str, Any], kernel_fallback: str, allow_incomplete: bool) -> Any:
+    from .streaming import stream_load
+
+    if allow_incomplete:
+        raise PlanError("allow_incomplete_checkpoint=True needs low_memory=False: the streaming loader never fills "
+                        "a model tensor from nothing")
+    folder = checkpoint_dir(plan)
+    check_shards(folder)
+    ready(plan)
+    with build_session(session_spec(plan, "stream", kernel_fallback=kernel_fallback)) as record:
+        meta = build_meta_in_session(plan, record)
+    loaded = stream_load(meta, folder, dtype=plan.dtype, **placement)
+    from .real import CheckpointCoverage
+
+    loaded.hybridload_checkpoint = CheckpointCoverage()
+    return loaded
+
+
 def dispatch(
     model: Any,
     *,
     device_map: Any = None,
-    dtype: Any = None,
     strict: bool | None = None,
     verify_tree: bool = False,
     low_memory: bool = False,
     kernel_fallback: str | None = None,
-    **kw: Any,
+    allow_incomplete_checkpoint: bool = False,
+    lock: str | os.PathLike | None = None,
+    **kwargs: Any,
 ) -> Any:
-    """Real load of ``model`` (a LoadPlan, Hub repo id or local folder) on the served side."""
-    from ..plan.load import load_meta, load_real
+    """Real load of ``model`` (a LoadPlan, Hub repo id or local folder) on the served side.
+
+    ``kwargs``: plan decisions (``revision``, ``trust_remote_code``, ``dtype``, ... resolved for a repo id, checked
+    against a plan), placement (``max_memory``, ``offload_folder``, ...) and ``from_pretrained`` pass-through
+    arguments; see :mod:`hybridload.plan.arguments`. Anything else is a TypeError.
+    """
+    arguments.refuse_rejected(kwargs, "dispatch()")
+    plan_args = {k: kwargs.pop(k) for k in list(kwargs) if k in arguments.PLAN}
+    allowed = arguments.PLACEMENT | arguments.PASS_THROUGH
+    arguments.check_load_kwargs(kwargs, "dispatch()", allowed=allowed)
+    placement = {**kwargs, "device_map": device_map} if device_map is not None else dict(kwargs)
+    chosen = policy(kernel_fallback)
+    if low_memory:
+        _check_stream_placement(placement)
+    plan, expected = _plan(model, lock, plan_args)
+    strict = flag("HYBRIDLOAD_STRICT") if strict is None else strict
+    if chosen == "triton":
+        require_triton_fallback_possible()
+
     from ..shim.eviction import evict_tainted
 
-    resolve_keys = (
-        "revision", "trust_remote_code", "code_revision", "attn_implementation", "auto_class", "lock", "update_lock"
-    )
-    plan = _as_plan(model, dtype=dtype, **{k: kw.pop(k) for k in resolve_keys if k in kw})
-    if dtype is not None and str(dtype).replace("torch.", "") != plan.dtype:
-        plan = dataclasses.replace(plan, dtype=str(dtype).replace("torch.", ""), dtype_source="dispatch(dtype=...)")
-    strict = flag("HYBRIDLOAD_STRICT") if strict is None else strict
-    chosen = policy(kernel_fallback)
-
-    from ..compat.state import observe
-    from ..compat.window import real_load_window
-
     evict_tainted()
-    # the server applies the same transformers-4.x compatibility entries the client's meta build applied
-    with observe() as compat_record, fallback_window(chosen), real_load_window():
-        if low_memory:
-            from .streaming import stream_load
-
-            loaded = stream_load(load_meta(plan), checkpoint_dir(plan), device_map=device_map, dtype=plan.dtype)
-        else:
-            loaded = load_real(plan, device_map=device_map, **kw)
-    loaded.hybridload_compat_entries = compat_record.header()
+    if low_memory:
+        loaded = _stream(plan, placement, chosen, allow_incomplete_checkpoint)
+    else:
+        loaded = load_real(plan, kernel_fallback=chosen, allow_incomplete_checkpoint=allow_incomplete_checkpoint, **placement)
     report = kernel_report(loaded)
     if strict:
         _strict_check(report)
     if verify_tree:
-        verify_against_meta(plan, loaded)
+        verify_against_meta(plan, loaded, expected)
     loaded.hybridload_plan = plan
     loaded.hybridload_kernel_report = report
     return loaded

@@ -12,6 +12,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from ..hooks.snapshot import modules_snapshot
+
 PREFIX = "transformers_modules."
 _AUTO_PREFIX = "transformers.models.auto."
 
@@ -22,7 +24,7 @@ def _fingerprint(module: object) -> tuple[int, str | None]:
 
 def _auto_mappings() -> list[Any]:
     found: dict[int, Any] = {}
-    for name, module in list(sys.modules.items()):
+    for name, module in modules_snapshot().items():
         if not name.startswith(_AUTO_PREFIX) or module is None:
             continue
         for value in list(vars(module).values()):
@@ -36,12 +38,12 @@ class Snapshot:
     """Remote-code modules and Auto-mapping registrations as they were when the window opened."""
 
     def __init__(self) -> None:
-        self.modules = {n: _fingerprint(m) for n, m in list(sys.modules.items()) if n.startswith(PREFIX)}
+        self.modules = {n: _fingerprint(m) for n, m in modules_snapshot().items() if n.startswith(PREFIX)}
         self.mappings = [(m, dict(m._extra_content)) for m in _auto_mappings()]
 
     def evict_changed(self) -> list[str]:
         evicted = []
-        for name, module in list(sys.modules.items()):
+        for name, module in modules_snapshot().items():
             if not name.startswith(PREFIX) or hasattr(module, "__path__"):
                 continue
             if self.modules.get(name) != _fingerprint(module):
@@ -81,7 +83,7 @@ def evict_tainted() -> list[str]:
     """
     tainted = sorted(
         name
-        for name, module in list(sys.modules.items())
+        for name, module in modules_snapshot().items()
         if name.startswith(PREFIX) and module is not None and not hasattr(module, "__path__") and _binds_stand_in(module)
     )
     for name in tainted:

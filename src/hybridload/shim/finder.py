@@ -18,11 +18,12 @@ import sys
 from types import ModuleType
 from typing import Any, Callable
 
+from ..hooks.snapshot import modules_snapshot, modules_under
 from . import probe
-from .registry import kernel_packages, top_level
+from .packages import kernel_packages, top_level
 from .requester import is_framework, requester_from_stack
 from .standins import StandInModule, new_module
-from .state import in_window, mark_served, suspended
+from .ownership import in_window, mark_served, suspended
 
 ORIGIN = "hybridload-stand-in"
 
@@ -36,7 +37,7 @@ def displace_real_modules(top: StandInModule, displaced: dict[str, ModuleType]) 
     package = top.__name__
     stale = sorted(
         name
-        for name, module in sys.modules.items()
+        for name, module in modules_snapshot().items()
         if name.startswith(package + ".") and not isinstance(module, StandInModule)
     )
     if package in sys.modules and not isinstance(sys.modules[package], StandInModule):
@@ -84,7 +85,7 @@ class _GuardedRealLoader(importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         package = module.__name__
-        before = {n: m for n, m in sys.modules.items() if n.startswith(package + ".")}
+        before = {name: m for name, m in modules_under(package).items() if name != package}  # submodules only
         try:
             with suspended():
                 self._real_loader.exec_module(module)
@@ -96,9 +97,9 @@ class _GuardedRealLoader(importlib.abc.Loader):
         module.__loader__ = self._real_loader
         if module.__spec__ is not None:
             module.__spec__.loader = self._real_loader
-        probe.record(
-            probe.Verdict(package, "real", dist_version=probe.dist_version(package), origin=self._real_spec.origin)
-        )
+        verdict = probe.real_or_driverless(package, module, self._real_spec)
+        if verdict.status == "driverless":  # imports, cannot run here: the window's code gets a stand-in
+            sys.modules[package] = self._finder.make_stand_in_module(package, verdict)
 
 
 class StandInFinder(importlib.abc.MetaPathFinder):
@@ -115,6 +116,17 @@ class StandInFinder(importlib.abc.MetaPathFinder):
     def make_stand_in_module(self, fullname: str, verdict: probe.Verdict) -> StandInModule:
         spec = self._spec(fullname, verdict)
         return spec.loader.create_module(spec)  # type: ignore[union-attr]
+
+    def stand_in_for_loaded(self, package: str) -> None:
+        """A driverless package imported before the window: its stand-in takes its place until the window closes."""
+        module = sys.modules.get(package)
+        if module is None or isinstance(module, StandInModule):
+            return
+        verdict = probe.known(package)
+        if verdict is None:
+            verdict = probe.real_or_driverless(package, module)
+        if verdict.status == "driverless":
+            sys.modules[package] = self.make_stand_in_module(package, verdict)
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
         if not in_window():

@@ -1,6 +1,6 @@
 """Keep everyone but the window's own imports truthful while stand-ins sit in ``sys.modules``.
 
-Two things would otherwise leak out of a window:
+Three things would otherwise leak out of a window:
 
 * transformers' availability helpers (``is_mamba_2_ssm_available`` ...) consult ``_is_package_available``,
   which would find the stand-in. It is wrapped for the window to answer from the real environment, and any
@@ -10,7 +10,12 @@ Two things would otherwise leak out of a window:
 * other threads: ``sys.modules`` is process-global. While a window is open, ``builtins.__import__``,
   ``importlib.import_module`` and ``importlib.util.find_spec`` are wrapped so that a thread outside the
   window asking for a stood-in package gets what it would get without hybridload (the recorded
-  ImportError, ``None``, or the real spec). Direct ``sys.modules[...]`` reads are not covered.
+  ImportError, the real module of a driverless package, ``None``, or the real spec). The check runs before
+  *and after* the real import machinery: a thread that passed the first check while the window's thread was
+  still importing the package would otherwise receive the stand-in the window just put into ``sys.modules``.
+  Direct ``sys.modules[...]`` reads are not covered.
+
+All four wrappers are :class:`~hybridload.hooks.Patch` objects held by the outermost window.
 """
 from __future__ import annotations
 
@@ -18,13 +23,15 @@ import builtins
 import importlib
 import importlib.util
 import sys
-from typing import Any
+from types import ModuleType
+from typing import Any, Callable
 
+from ..hooks.patch import Patch
 from . import probe
-from .registry import kernel_packages, top_level
+from .ownership import owns_window, state, suspended
+from .packages import kernel_packages, top_level
 from .requester import is_framework, requester_from_stack
 from .standins import StandInModule
-from .state import owns_window, state, suspended
 
 _IMPORT_UTILS = "transformers.utils.import_utils"
 
@@ -48,55 +55,117 @@ def _hidden_verdict(name: str, requester: str | None) -> probe.Verdict | None:
     return _served_verdict(name)
 
 
-class ImportGuards:
-    """The import-function wrappers of one outermost window; ``restore`` puts the originals back."""
-
-    def __init__(self) -> None:
-        self._import = original_import = builtins.__import__
-        self._import_module = original_import_module = importlib.import_module
-        self._find_spec = original_find_spec = importlib.util.find_spec
-
-        def guarded_import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
-            if level == 0:
-                verdict = _hidden_verdict(name, globals.get("__name__") if isinstance(globals, dict) else None)
-                if verdict is not None:
-                    raise verdict.import_error()
-            return original_import(name, globals, locals, fromlist, level)
-
-        def guarded_import_module(name: str, package: str | None = None) -> Any:
-            verdict = _hidden_verdict(name, requester_from_stack(sys._getframe(1))) if state.served else None
-            if verdict is not None:
-                raise verdict.import_error()
-            return original_import_module(name, package)
-
-        def guarded_find_spec(name: str, package: str | None = None) -> Any:
-            verdict = _hidden_verdict(name, requester_from_stack(sys._getframe(1))) if state.served else None
-            if verdict is not None:
-                return None if verdict.status == "absent" or name != verdict.package else verdict.real_spec
-            return original_find_spec(name, package)
-
-        self.guarded = (guarded_import, guarded_import_module, guarded_find_spec)
-        builtins.__import__ = guarded_import
-        importlib.import_module = guarded_import_module
-        importlib.util.find_spec = guarded_find_spec
-
-    def restore(self) -> None:
-        guarded_import, guarded_import_module, guarded_find_spec = self.guarded
-        # only undo what is still ours: never clobber a wrapper somebody installed after us
-        if builtins.__import__ is guarded_import:
-            builtins.__import__ = self._import
-        if importlib.import_module is guarded_import_module:
-            importlib.import_module = self._import_module
-        if importlib.util.find_spec is guarded_find_spec:
-            importlib.util.find_spec = self._find_spec
+def _truth(verdict: probe.Verdict, name: str) -> ModuleType:
+    """What a plain import of ``name`` gives on this machine: the real module of a driverless package, else
+    the import error a plain import raises."""
+    real = verdict.real_modules.get(name) if verdict.real_modules else None
+    if real is not None:
+        return real
+    raise verdict.import_error(name)
 
 
-def _lru_functions(module: Any) -> list[Any]:
+def _import_result(verdict: probe.Verdict, name: str, fromlist: Any) -> ModuleType:
+    """``__import__``'s return value from the truthful modules: the top-level package unless ``fromlist``."""
+    module = _truth(verdict, name)
+    return module if fromlist else _truth(verdict, top_level(name))
+
+
+def _make_import(original: Callable[..., Any]) -> Callable[..., Any]:
+    def __import__(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
+        if level != 0 or not state.served:
+            return original(name, globals, locals, fromlist, level)
+        requester = globals.get("__name__") if isinstance(globals, dict) else None
+        verdict = _hidden_verdict(name, requester)
+        if verdict is not None:
+            return _import_result(verdict, name, fromlist)
+        result = original(name, globals, locals, fromlist, level)
+        if isinstance(result, StandInModule) and _hidden(requester):  # the window served it meanwhile
+            verdict = _served_verdict(name) or probe.known(top_level(name)) or probe.Verdict(top_level(name), "absent")
+            return _import_result(verdict, name, fromlist)
+        return result
+
+    return __import__
+
+
+def _make_import_module(original: Callable[..., Any]) -> Callable[..., Any]:
+    def import_module(name: str, package: str | None = None) -> Any:
+        if not state.served:
+            return original(name, package)
+        requester = requester_from_stack(sys._getframe(1))
+        verdict = _hidden_verdict(name, requester)
+        if verdict is not None:
+            return _truth(verdict, name)
+        result = original(name, package)
+        if isinstance(result, StandInModule) and _hidden(requester):
+            verdict = _served_verdict(name) or probe.known(top_level(name)) or probe.Verdict(top_level(name), "absent")
+            return _truth(verdict, name)
+        return result
+
+    return import_module
+
+
+def _make_find_spec(original: Callable[..., Any]) -> Callable[..., Any]:
+    def find_spec(name: str, package: str | None = None) -> Any:
+        if not state.served:
+            return original(name, package)
+        verdict = _hidden_verdict(name, requester_from_stack(sys._getframe(1)))
+        if verdict is not None:
+            if verdict.status == "absent":
+                return None
+            real = verdict.real_modules.get(name) if verdict.real_modules else None
+            if real is not None:
+                return real.__spec__
+            return verdict.real_spec if name == verdict.package else None
+        return original(name, package)
+
+    return find_spec
+
+
+#: the import functions a window guards, held by the outermost window
+IMPORT_PATCHES = (
+    Patch(builtins, "__import__", _make_import, key="builtins.__import__"),
+    Patch(importlib, "import_module", _make_import_module, key="importlib.import_module"),
+    Patch(importlib.util, "find_spec", _make_find_spec, key="importlib.util.find_spec"),
+)
+
+
+def lru_functions(module: Any) -> list[Any]:
+    """The ``functools.lru_cache``/``cache`` functions defined in ``module`` (availability caches)."""
     seen: dict[int, Any] = {}
-    for value in vars(module).values():
+    for value in list(vars(module).values()):
         if callable(getattr(value, "cache_info", None)) and callable(getattr(value, "cache_clear", None)):
             seen[id(value)] = value
     return list(seen.values())
+
+
+def _make_is_package_available(original: Callable[..., Any]) -> Callable[..., Any]:
+    def _is_package_available(pkg_name: str, return_version: bool = False) -> Any:
+        package = top_level(pkg_name)
+        if package not in kernel_packages():
+            return original(pkg_name, return_version)
+        with suspended():
+            verdict = _served_verdict(pkg_name)
+            if verdict is None:
+                return original(pkg_name, return_version)
+        exists = verdict.status in ("broken", "driverless") and verdict.real_spec is not None
+        if not exists:
+            return (False, "N/A") if return_version else (False, None)
+        if not return_version:
+            return True, None
+        if verdict.dist_version is None:
+            if verdict.status == "driverless":
+                return True, getattr(verdict.real_modules.get(package), "__version__", "N/A")
+            # without metadata transformers imports the package, which fails here: mirror that
+            raise verdict.import_error()
+        return True, verdict.dist_version
+
+    return _is_package_available
+
+
+AVAILABILITY_PATCH = Patch(
+    lambda: sys.modules.get(_IMPORT_UTILS), "_is_package_available", _make_is_package_available, lazy=True,
+    key="transformers.utils.import_utils._is_package_available",
+)
 
 
 class AvailabilityGuard:
@@ -104,54 +173,27 @@ class AvailabilityGuard:
 
     def __init__(self) -> None:
         self._module = sys.modules.get(_IMPORT_UTILS)
-        self._sizes: dict[int, int] = {}
-        self._original = None
-        if self._module is None:
-            return
-        for fn in _lru_functions(self._module):
-            self._sizes[id(fn)] = fn.cache_info().currsize
-        original = self._original = getattr(self._module, "_is_package_available", None)
-        if original is None:
-            return
-
-        def _is_package_available(pkg_name: str, return_version: bool = False) -> Any:
-            package = top_level(pkg_name)
-            if package not in kernel_packages():
-                return original(pkg_name, return_version)
-            with suspended():
-                verdict = _served_verdict(pkg_name)
-                if verdict is None:
-                    return original(pkg_name, return_version)
-            exists = verdict.status == "broken" and verdict.real_spec is not None
-            if not exists:
-                return (False, "N/A") if return_version else (False, None)
-            if not return_version:
-                return True, None
-            if verdict.dist_version is None:
-                # without metadata transformers imports the package, which fails here: mirror that
-                raise verdict.import_error()
-            return True, verdict.dist_version
-
-        _is_package_available.__wrapped__ = original  # type: ignore[attr-defined]
-        self._patched = _is_package_available
-        self._module._is_package_available = _is_package_available
+        self._sizes = {id(fn): fn.cache_info().currsize for fn in lru_functions(self._module)} if self._module else {}
+        self._acquired = self._module is not None
+        if self._acquired:
+            AVAILABILITY_PATCH.acquire()
 
     def restore(self) -> list[str]:
         """Undo the wrapper; clear caches that grew inside the window. Returns the cleared names."""
+        if self._acquired:
+            AVAILABILITY_PATCH.release()
         module = self._module
         if module is None:
             module = sys.modules.get(_IMPORT_UTILS)
             if module is None:
                 return []
             # transformers was first imported inside the window: every cache entry is suspect
-            functions = _lru_functions(module)
+            functions = lru_functions(module)
             for fn in functions:
                 fn.cache_clear()
             return sorted(getattr(fn, "__name__", "?") for fn in functions)
-        if self._original is not None and getattr(module, "_is_package_available", None) is self._patched:
-            module._is_package_available = self._original
         cleared = []
-        for fn in _lru_functions(module):
+        for fn in lru_functions(module):
             if fn.cache_info().currsize != self._sizes.get(id(fn), 0):
                 fn.cache_clear()
                 cleared.append(getattr(fn, "__name__", "?"))

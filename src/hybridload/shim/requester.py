@@ -15,7 +15,7 @@ FRAMEWORKS = frozenset(
     {"torch", "transformers", "accelerate", "safetensors", "huggingface_hub", "nnsight", "numpy", "tokenizers", "hybridload"}
 )
 SERVED_FRAMEWORK_MODULES = frozenset({"transformers.dynamic_module_utils"})
-_SKIP_PREFIXES = ("importlib", "hybridload.shim", "_frozen_importlib")
+_SKIP_PREFIXES = ("importlib", "hybridload.shim", "hybridload.hooks", "_frozen_importlib")
 
 
 def is_framework(module_name: str | None) -> bool:

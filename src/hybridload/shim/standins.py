@@ -16,6 +16,7 @@ What a call does is decided by :func:`_call_kind`:
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 import threading
@@ -33,29 +34,31 @@ _ANY_SIGNATURE = inspect.Signature(
 _COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>", "<lambda>"})
 _recorders: list[Callable[[str, str], None]] = []  # (package, symbol path) callbacks of open windows
 _record_lock = threading.Lock()
-# (symbol path) -> real object or None; consulted before a stand-in symbol is made (served-side fallbacks)
-_resolvers: list[Callable[[str], Any]] = []
+_fallbacks: dict[str, Any] = {}  # symbol path -> hybridload Triton kernel bound in its place (served side)
 
 
-def add_resolver(fn: Callable[[str], Any]) -> None:
+def _triton_substitute(path: str) -> Any:
+    """With a Triton-serving window open: hybridload's kernel for ``path``, labelled with the path it replaces."""
+    from .ownership import state
+
+    if not state.triton:
+        return None
     with _record_lock:
-        _resolvers.append(fn)
+        if path in _fallbacks:
+            return _fallbacks[path]
+    from ..substitutes import triton_for
 
+    kernel = triton_for(path)
+    if kernel is None:
+        return None
 
-def remove_resolver(fn: Callable[[str], Any]) -> None:
+    @functools.wraps(kernel)
+    def fallback(*args: Any, **kwargs: Any) -> Any:
+        return kernel(*args, **kwargs)
+
+    fallback.__hybridload_fallback_for__ = path  # type: ignore[attr-defined]
     with _record_lock:
-        if fn in _resolvers:
-            _resolvers.remove(fn)
-
-
-def _resolve(path: str) -> Any:
-    with _record_lock:
-        resolvers = list(_resolvers)
-    for fn in resolvers:
-        value = fn(path)
-        if value is not None:
-            return value
-    return None
+        return _fallbacks.setdefault(path, fallback)
 
 
 def add_recorder(fn: Callable[[str, str], None]) -> None:
@@ -95,7 +98,7 @@ class StandInModule(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
         if _is_dunder(name):
             raise AttributeError(f"hybridload stand-in module {self.__name__!r} has no attribute {name!r}")
-        resolved = _resolve(f"{self.__name__}.{name}")
+        resolved = _triton_substitute(f"{self.__name__}.{name}")
         if resolved is not None:
             self.__dict__[name] = resolved
             return resolved
@@ -159,7 +162,7 @@ class StandInMeta(type):
                 if fn is not None:
                     return fn(*args, **kwargs)
             raise _unavailable(cls)
-        from .twins import twin_for
+        from ..substitutes import twin_for
 
         twin = twin_for(path)
         if twin is not None:
@@ -235,14 +238,14 @@ def _reference(cls: StandInMeta) -> Callable | None:
     wrapped = cls.__dict__.get("__hybridload_wrapped__")
     if wrapped is not None and inspect.isfunction(wrapped):
         return wrapped  # a user function under a kernel decorator (e.g. fla's @tensor_cache): plain python
-    from .references import reference_for
+    from ..substitutes import reference_for
 
     return reference_for(cls.__hybridload_path__)
 
 
 def _reference_signature(path: str) -> inspect.Signature:
     try:
-        from .references import reference_for
+        from ..substitutes import reference_for
 
         fn = reference_for(path)
     except Exception:  # registry not importable: never let a signature lookup break an import
@@ -335,7 +338,7 @@ _subclass_lock = threading.Lock()
 
 def _instantiate_user_subclass(cls: StandInMeta, args: tuple, kwargs: dict) -> Any:
     """``class MyNorm(FusedRMSNorm)`` in remote code: build it on the base's twin, or raise clearly."""
-    from .twins import twin_for
+    from ..substitutes import twin_for
 
     with _subclass_lock:
         real = _subclass_cache.get(cls)

@@ -215,7 +215,7 @@ class TreeDiff:
     # -- output -----------------------------------------------------------------------------------------
     def report(self, max_items: int = 20) -> str:
         """Short summary, then the first ``max_items`` differences grouped by parent path, then warnings."""
-        from .report import render
+        from .diff_text import render
 
         return render(self, max_items)
 

@@ -10,13 +10,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import HybridloadError
+from ..errors import SignatureInputError
 from .naming import class_name
 from .patterns import declared_pattern, num_hidden_layers
-
-
-class SignatureInputError(HybridloadError, TypeError):
-    """signature()/compare()/layer_kinds() got something that is not a model, a signature or a signature file."""
 
 
 def _jsonable(value: Any) -> Any:

@@ -2,7 +2,7 @@
 
 Targets mamba-ssm 2.3.2.post1 (checked against ``tests/data/goldens/mamba_ssm.json``, recorded by running
 the package's own constructors). Forwards mirror the real modules' Python and call the kernel functions'
-pure-torch references through :func:`hybridload.shim.references.reference_for`, so a reference a user
+pure-torch references through :func:`hybridload.substitutes.reference_for`, so a reference a user
 registers for a kernel path is used here too.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ _CONV_UPDATE = "causal_conv1d.causal_conv1d_update"
 
 
 def _kernel(path: str) -> Callable:
-    from ..shim.references import reference_for
+    from ..substitutes import reference_for
 
     fn = reference_for(path)
     if fn is None:

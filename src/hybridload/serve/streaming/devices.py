@@ -38,12 +38,21 @@ class DevicePlacement:
         return set(self.device_map.values())
 
 
-def resolve_device_map(model: Any, device_map: Any) -> DevicePlacement:
-    """Turn None/"cpu"/"cuda"/int/torch.device/dict/"auto" into a placement, checking it against the model."""
+def resolve_device_map(model: Any, device_map: Any, max_memory: Mapping[Any, Any] | None = None) -> DevicePlacement:
+    """Turn None/"cpu"/"cuda"/int/torch.device/dict/"auto" into a placement, checking it against the model.
+
+    ``max_memory`` (device -> bytes or "10GiB", accelerate's format) bounds an ``"auto"``-style placement; it is
+    refused with an explicit placement, where it would be silently ignored.
+    """
+    if max_memory is not None and not (isinstance(device_map, str) and device_map in _AUTO):
+        raise PlanError(
+            f"max_memory only shapes an automatic placement (device_map='auto', 'balanced', 'balanced_low_0' or "
+            f"'sequential'); with device_map={device_map!r} it would be ignored. Drop it or use an automatic placement."
+        )
     if device_map is None:
         placement = DevicePlacement({"": torch.device("cpu")})
     elif isinstance(device_map, str) and device_map in _AUTO:
-        placement = DevicePlacement(_infer_auto(model, device_map))
+        placement = DevicePlacement(_infer_auto(model, device_map, max_memory))
     elif isinstance(device_map, (str, int, torch.device)):
         placement = DevicePlacement({"": device_map})
     elif isinstance(device_map, Mapping):
@@ -106,16 +115,17 @@ def _check_prefixes(model: Any, placement: DevicePlacement) -> None:
         )
 
 
-def _infer_auto(model: Any, strategy: str) -> dict[str, DeviceLike]:
+def _infer_auto(model: Any, strategy: str, max_memory: Mapping[Any, Any] | None = None) -> dict[str, DeviceLike]:
     from accelerate import infer_auto_device_map
     from accelerate.utils import get_balanced_memory, get_max_memory
 
     no_split = list(getattr(model, "_no_split_modules", None) or [])
+    limits = dict(max_memory) if max_memory is not None else None
     if strategy == "sequential":
-        max_memory = get_max_memory(None)
+        max_memory = get_max_memory(limits)
     else:
         max_memory = get_balanced_memory(
-            model, no_split_module_classes=no_split, low_zero=(strategy == "balanced_low_0")
+            model, max_memory=limits, no_split_module_classes=no_split, low_zero=(strategy == "balanced_low_0")
         )
     device_map = infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=no_split)
     offloaded = sorted(prefix for prefix, dev in device_map.items() if dev == "disk")

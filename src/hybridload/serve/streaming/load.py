@@ -88,6 +88,7 @@ def stream_load(
     device_map: Any = None,
     dtype: torch.dtype | str | None = None,
     key_mapping: dict[str, str] | None = None,
+    max_memory: Mapping[Any, Any] | None = None,
 ) -> Any:
     """Load ``checkpoint_dir`` into the meta-built ``model`` in place and return it.
 
@@ -101,7 +102,7 @@ def stream_load(
     """
     _check_model(model)
     target_dtype = parse_dtype(dtype)
-    placement = resolve_device_map(model, device_map)
+    placement = resolve_device_map(model, device_map, max_memory)
     dtypes = TargetDtypes(model, target_dtype)
     with CheckpointReader(checkpoint_dir) as reader:
         plan = _plan(model, reader, dtypes, key_mapping)

@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from .errors import CompatEntryError
+from ..errors import CompatEntryError
 
 #: serve an importable name that moved to another module (re-exported from its new home)
 MOVED = "moved"
@@ -242,7 +242,7 @@ def removed(name: str, modules: Iterable[str], removed_in: str, why: str, *, ent
     entry_ref: list[CompatEntry] = []
 
     def build() -> Any:
-        from .standins import removed_api_stand_in
+        from .removed_api import removed_api_stand_in
 
         return removed_api_stand_in(entry_ref[0], why)
 

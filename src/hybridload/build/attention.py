@@ -12,7 +12,9 @@ The rule (:func:`choose`): keep only the class checks, evaluated as on a CUDA se
   * one it does not support -> the class default above, with a note (the server would refuse it, so both
     sides build with what the class supports and the plan records requested and built);
   * a flash implementation outside ``_compatible_flash_implementations`` -> the first compatible one with
-    CUDA builds (what transformers picks on a CUDA machine).
+    CUDA builds (what transformers picks on a CUDA machine);
+  * a value transformers does not dispatch itself (``"flex"`` that a remote family maps to its own attention
+    class) -> passed to the model's own code unvalidated and recorded: the model decides, on both sides.
 The meta build applies it through :func:`meta_attention` (machine checks skipped, only on meta); the real
 load passes the built value to ``from_pretrained``, where transformers' own checks still run, so a server
 without the kernel fails loudly instead of silently building something else.
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from ..errors import PlanError
-from .scoped import ScopedOverride
+from ..hooks.patch import Patch
 
 _FLASH_RE = re.compile(r"^flash_attention_(\d)$")
 SERVER_DEVICE = "cuda"
@@ -76,8 +78,18 @@ def _known_implementations() -> list[str]:
     return ["eager", *keys]
 
 
-def choose(model_class: type, requested: str | None) -> AttentionChoice:
-    """Apply the rule to ``model_class`` (see the module docstring). Machine-independent."""
+def dispatched_by_transformers(name: str) -> bool:
+    """Whether transformers' own attention selection handles ``name`` (else the model's code must)."""
+    if name in ("eager", "paged|eager") or name.startswith("paged|") or "/" in name:
+        return True
+    return _is_flash(name) or "flex_attention" in name or "sdpa" in name or name in _known_implementations()
+
+
+def choose(model_class: type, requested: str | None, *, source: str = "argument") -> AttentionChoice:
+    """Apply the rule to ``model_class`` (see the module docstring). Machine-independent.
+
+    ``source`` says where ``requested`` came from (``"argument"``, ``"config.json"``), for the notes.
+    """
     if requested is not None and not isinstance(requested, str):
         raise PlanError(
             f"attn_implementation must be a string such as 'sdpa' or 'flash_attention_2', got {requested!r} "
@@ -112,10 +124,14 @@ def choose(model_class: type, requested: str | None) -> AttentionChoice:
     elif name in _known_implementations():
         return AttentionChoice(requested, name, "; ".join(notes) or "registered attention function")
     else:
-        raise PlanError(
-            f"attn_implementation={requested!r} is not an attention implementation transformers knows; use one "
-            f"of {', '.join(_known_implementations())}"
+        origin = " (from config.json)" if source == "config.json" else ""
+        notes.append(
+            f"{requested!r}{origin} is not an attention implementation transformers dispatches; passed to "
+            f"{cls_name}'s own code unvalidated (the model decides, on the client and on the server)"
         )
+        return AttentionChoice(requested, name, "; ".join(notes))
+    if source == "config.json":
+        notes.append(f"{requested!r} comes from config.json")
     if supported:
         return AttentionChoice(requested, name, "; ".join(notes) or f"{cls_name} supports {name}")
     notes.append(
@@ -139,11 +155,10 @@ def building_on_meta() -> bool:
 
 
 def _make_check(original: Callable) -> Callable:
-    @functools.wraps(original)
     def _check_and_adjust_attn_implementation(self: Any, *args: Any, **kwargs: Any) -> str:
         if _active.get() and building_on_meta():
             requested = args[0] if args else kwargs.get("attn_implementation")
-            if not isinstance(requested, dict):
+            if requested is None or (isinstance(requested, str) and dispatched_by_transformers(requested)):
                 return choose(type(self), requested).built
         return original(self, *args, **kwargs)
 
@@ -156,21 +171,19 @@ def _pretrained_model() -> type:
     return PreTrainedModel
 
 
-_override = ScopedOverride(_pretrained_model, "_check_and_adjust_attn_implementation", _make_check)
+ATTENTION_PATCH = Patch(
+    _pretrained_model, "_check_and_adjust_attn_implementation", _make_check, lazy=True,
+    key="transformers.PreTrainedModel._check_and_adjust_attn_implementation",
+)
 
 
 @contextlib.contextmanager
 def meta_attention() -> Iterator[None]:
     """While open (and only for builds on meta), attention is chosen by :func:`choose`, not by this machine."""
-    _override.acquire()
+    ATTENTION_PATCH.acquire()
     token = _active.set(True)
     try:
         yield
     finally:
         _active.reset(token)
-        _override.release()
-
-
-def build_layer(config: Any, kwargs: dict) -> contextlib.AbstractContextManager[None]:
-    """``hybridload.build`` layer factory: every meta build window applies the attention rule."""
-    return meta_attention()
+        ATTENTION_PATCH.release()

@@ -13,12 +13,15 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
+from ..hooks.meta_path import MetaPathEntry
+from ..hooks.snapshot import modules_snapshot
 from . import eviction
 from .finder import StandInFinder
-from .guards import AvailabilityGuard, ImportGuards
+from .guards import IMPORT_PATCHES, AvailabilityGuard
+from .ownership import state, window_lock
+from .packages import kernel_packages, usability_check
 from .probe import known
 from .standins import StandInModule, add_recorder, remove_recorder
-from .state import state, window_lock
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,21 +71,31 @@ class ShimReport:
     def summary(self) -> str:
         if not self:
             return "no kernel package was stood in for"
-        parts = [f"{p} ({self.reasons.get(p, '?')}; {len(self.stand_ins.get(p, []))} symbols)" for p in self.packages]
+        def symbols(count: int) -> str:
+            return f"{count} symbol" if count == 1 else f"{count} symbols"
+
+        parts = [f"{p} ({self.reasons.get(p, '?')}; {symbols(len(self.stand_ins.get(p, [])))})" for p in self.packages]
         return "stood in for: " + ", ".join(parts)
 
 
 class _Outermost:
     """Everything the outermost window installs, so that exit can undo exactly that."""
 
-    def __init__(self) -> None:
+    def __init__(self, evict: bool) -> None:
         self.reports: list[ShimReport] = []
+        self.evict = evict
         self.finder = StandInFinder(self._on_module)
         self.modules_before = eviction.Snapshot()
         self.availability = AvailabilityGuard()
-        self.imports = ImportGuards()
+        self.patches = list(IMPORT_PATCHES)
+        for patch in self.patches:
+            patch.acquire()
         add_recorder(self._on_symbol)
-        sys.meta_path.insert(0, self.finder)
+        self.entry = MetaPathEntry(self.finder)
+        self.entry.acquire()
+        for package in sorted(kernel_packages()):
+            if usability_check(package) is not None:
+                self.finder.stand_in_for_loaded(package)
 
     def _on_module(self, package: str, name: str) -> None:
         for report in list(self.reports):
@@ -93,25 +106,24 @@ class _Outermost:
             report._symbol(package, path)
 
     def close(self) -> tuple[list[str], list[str]]:
-        try:
-            sys.meta_path.remove(self.finder)
-        except ValueError:
-            pass
+        self.entry.release()
         remove_recorder(self._on_symbol)
         served_any = bool(state.served)
-        for name, module in list(sys.modules.items()):
+        for name, module in modules_snapshot().items():
             if isinstance(module, StandInModule):
                 sys.modules.pop(name, None)
         for name, module in self.finder.displaced.items():
             sys.modules.setdefault(name, module)
         state.served = frozenset()
-        self.imports.restore()
+        for patch in reversed(self.patches):
+            patch.release()
         cleared = self.availability.restore()
-        evicted = self.modules_before.evict_changed() if served_any else []
+        evicted = self.modules_before.evict_changed() if served_any and self.evict else []
         return evicted, cleared
 
 
 _outermost: _Outermost | None = None
+entries = 0  # process-wide count of window entries (tests: a build enters the shim once)
 
 
 class kernel_shim:  # noqa: N801 - used like a function: ``with kernel_shim():`` / ``@kernel_shim()``
@@ -119,29 +131,39 @@ class kernel_shim:  # noqa: N801 - used like a function: ``with kernel_shim():``
 
     ``with kernel_shim() as report: ...`` or ``@kernel_shim()`` on a function. Re-entrant; serialized across
     threads. See docs/shim.md for the guarantees.
+
+    Served side only: ``triton=True`` makes stood-in symbols that hybridload has a Triton kernel for resolve to
+    that kernel, and ``evict=False`` keeps the remote-code modules imported meanwhile (they bound those kernels
+    on purpose); both apply to the outermost window.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, triton: bool = False, evict: bool = True) -> None:
         self._reports: list[ShimReport] = []
+        self._triton = triton
+        self._evict = evict
 
     def __enter__(self) -> ShimReport:
-        global _outermost
+        global _outermost, entries
         window_lock.acquire()
         try:
             if state.depth == 0:
-                _outermost = _Outermost()
                 state.owner = threading.get_ident()
+                state.triton = self._triton
+                _outermost = _Outermost(evict=self._evict)
             state.depth += 1
+            entries += 1
             report = ShimReport()
             assert _outermost is not None
             _outermost.reports.append(report)
             self._reports.append(report)
             return report
         except BaseException:
-            if state.depth == 0 and _outermost is not None:
-                _outermost.close()
-                _outermost = None
+            if state.depth == 0:
+                if _outermost is not None:
+                    _outermost.close()
+                    _outermost = None
                 state.owner = None
+                state.triton = False
             window_lock.release()
             raise
 
@@ -158,13 +180,16 @@ class kernel_shim:  # noqa: N801 - used like a function: ``with kernel_shim():``
                 finally:
                     _outermost = None
                     state.owner = None
+                    state.triton = False
         finally:
             window_lock.release()
 
     def __call__(self, fn: F) -> F:
+        triton, evict = self._triton, self._evict
+
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with kernel_shim():
+            with kernel_shim(triton=triton, evict=evict):
                 return fn(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

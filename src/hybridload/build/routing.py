@@ -26,8 +26,8 @@ from types import ModuleType
 from typing import Any, Callable, Iterator
 
 from ..errors import TrustError
-from .scoped import ScopedOverride
-from .trust import opt_in_instructions
+from ..hooks.patch import Patch
+from ..plan.trust import opt_in_instructions
 
 
 @dataclass(frozen=True)
@@ -69,18 +69,18 @@ def origin_of(config: Any) -> Origin | None:
     return entry[1]
 
 
-# -- AutoConfig.from_pretrained: remember the origin --------------------------------------------------------
+# -- configs loaded by plain AutoConfig.from_pretrained: where they came from ----------------------------------
 def _commit_of(revision: Any) -> str | None:
     resolved = getattr(revision, "resolved", None)
     return str(resolved) if resolved else (str(revision) if revision is not None else None)
 
 
-def _resolved(name: str, kwargs: dict) -> Any:
+def resolved_revision(name: str, kwargs: dict) -> Any:
     """transformers' own revision -> commit resolution (best effort: failures keep the revision as given)."""
     try:
         from transformers.utils.hub import resolve_revision
     except ImportError:  # transformers without resolve_revision: our resolver, same cache refs
-        from .revision import is_commit, resolve_commit
+        from ..plan.revision import is_commit, resolve_commit
 
         revision = kwargs.get("revision")
         if is_commit(revision) or kwargs.get("local_files_only"):
@@ -98,46 +98,20 @@ def _resolved(name: str, kwargs: dict) -> Any:
     )
 
 
-def _wrap_auto_config(func: Callable) -> Callable:
-    @functools.wraps(func)
-    def from_pretrained(cls: type, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
-        import os
+def origin_from_call(name: str, kwargs: dict, config: Any) -> Origin:
+    """The origin of a config ``AutoConfig.from_pretrained(name, **kwargs)`` returned (kwargs after the call)."""
+    import os
 
-        name = str(pretrained_model_name_or_path)
-        local = os.path.exists(name)
-        trust = kwargs.get("trust_remote_code")
-        if not local:
-            kwargs["revision"] = _resolved(name, kwargs)
-        result = func(cls, pretrained_model_name_or_path, *args, **kwargs)
-        config = result[0] if isinstance(result, tuple) else result
-        remote_config = type(config).__module__.startswith("transformers_modules")
-        record_origin(
-            config,
-            Origin(
-                repo=name,
-                revision=None if local else _commit_of(kwargs.get("revision")),
-                code_revision=kwargs.get("code_revision"),
-                trust_remote_code=bool(trust) if trust is not None else remote_config,
-                local=local,
-            ),
-        )
-        return result
-
-    return from_pretrained
-
-
-def _patch_configuration_auto(module: ModuleType) -> None:
-    from ..integrations.install import patches
-
-    owner = module.AutoConfig
-    original = owner.__dict__["from_pretrained"]
-    func = original.__func__ if isinstance(original, classmethod) else original
-    if getattr(func, "__hybridload_routing__", False):
-        return
-    wrapper = _wrap_auto_config(func)
-    wrapper.__hybridload_routing__ = True  # type: ignore[attr-defined]
-    wrapper.__hybridload_patch__ = True  # type: ignore[attr-defined]
-    patches().set(owner, "from_pretrained", classmethod(wrapper))
+    local = os.path.exists(name)
+    trust = kwargs.get("trust_remote_code")
+    remote_config = type(config).__module__.startswith("transformers_modules")
+    return Origin(
+        repo=name,
+        revision=None if local else _commit_of(kwargs.get("revision")),
+        code_revision=kwargs.get("code_revision"),
+        trust_remote_code=bool(trust) if trust is not None else remote_config,
+        local=local,
+    )
 
 
 # -- from_config inside a window: pin code revision and trust -----------------------------------------------
@@ -190,8 +164,14 @@ def _make_dynamic(original: Callable) -> Callable:
     return get_class_from_dynamic_module
 
 
-_trust_override = ScopedOverride(_auto_factory, "resolve_trust_remote_code", _make_trust)
-_dynamic_override = ScopedOverride(_auto_factory, "get_class_from_dynamic_module", _make_dynamic)
+TRUST_PATCH = Patch(
+    _auto_factory, "resolve_trust_remote_code", _make_trust, lazy=True,
+    key="transformers.models.auto.auto_factory.resolve_trust_remote_code",
+)
+DYNAMIC_PATCH = Patch(
+    _auto_factory, "get_class_from_dynamic_module", _make_dynamic, lazy=True,
+    key="transformers.models.auto.auto_factory.get_class_from_dynamic_module",
+)
 
 
 @contextlib.contextmanager
@@ -200,28 +180,12 @@ def routed(origin: Origin | None) -> Iterator[None]:
     if origin is None:
         yield
         return
-    _trust_override.acquire()
-    _dynamic_override.acquire()
+    TRUST_PATCH.acquire()
+    DYNAMIC_PATCH.acquire()
     token = _route.set(origin)
     try:
         yield
     finally:
         _route.reset(token)
-        _dynamic_override.release()
-        _trust_override.release()
-
-
-def build_layer(config: Any, kwargs: dict) -> contextlib.AbstractContextManager[None]:
-    """``hybridload.build`` layer factory: route the build when the config's origin is known."""
-    return routed(origin_of(config) if config is not None else None)
-
-
-def install_routing() -> None:
-    """Called by ``hybridload.integrations.install.install()``: config origin patch + build-window layers."""
-    from ..build import register_build_layer
-    from ..integrations.install import add_post_import_target
-    from . import attention
-
-    register_build_layer("plan.attention", attention.build_layer)
-    register_build_layer("plan.routing", build_layer)
-    add_post_import_target("transformers.models.auto.configuration_auto", _patch_configuration_auto)
+        DYNAMIC_PATCH.release()
+        TRUST_PATCH.release()

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterable
 
-from ..shim.registry import kernel_packages, top_level
+from ..shim.packages import kernel_packages, top_level
 from ..shim.standins import is_stand_in
 
 REAL = "real"

@@ -1,8 +1,9 @@
-"""Process-wide shim state: which thread owns the open window(s), and which packages are stood in for.
+"""Who owns the open kernel-shim window, and which packages are stood in for right now.
 
-Windows are serialized across threads by one re-entrant lock (nesting in a thread re-enters it); the
-owner's identity decides who sees stand-ins. Reads from other threads (the import guards) use plain
-attribute reads of immutable values, so they never wait on the lock.
+Windows are serialised across threads by one re-entrant lock (nesting in a thread re-enters it): stand-in
+modules live in the process-global ``sys.modules``, so two threads' windows must not interleave. The owner's
+identity decides who sees stand-ins; other threads read these plain attributes (immutable values) without
+waiting on the lock.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ class _State:
     owner: int | None = None  # thread ident inside the window, None when no window is open
     depth: int = 0
     served: frozenset[str] = frozenset()  # top-level packages with a stand-in in sys.modules
+    triton: bool = False  # stood-in symbols resolve to hybridload's Triton kernels where one exists (served side)
 
 
 state = _State()

@@ -1,7 +1,15 @@
-"""Which top-level packages the shim may stand in for. Nothing outside this set is ever stubbed."""
+"""Which top-level packages the shim may stand in for. Nothing outside this set is ever stubbed.
+
+A package may also carry a *usability check*: importable is not always usable. triton installs next to a CUDA
+build of torch on any Linux machine, imports fine without a GPU, and then fails at its first use
+(``0 active drivers``); such a package is stood in for during meta builds like a broken one, and stays the
+real module for everyone else.
+"""
 from __future__ import annotations
 
 import threading
+from types import ModuleType
+from typing import Callable
 
 from .._env import csv
 
@@ -31,8 +39,21 @@ DEFAULT_KERNEL_PACKAGES: frozenset[str] = frozenset(
     }
 )
 
+UsabilityCheck = Callable[[ModuleType], "str | None"]
+
+
+def triton_driver_problem(triton: ModuleType) -> str | None:
+    """None when triton has an active GPU driver here, else why not (``0 active drivers``)."""
+    try:
+        triton.runtime.driver.active  # noqa: B018 - the property creates the active driver or raises
+    except Exception as exc:  # noqa: BLE001 - whatever triton raises means "cannot launch here"
+        return f"no active GPU driver: {type(exc).__name__}: {exc}"
+    return None
+
+
 _lock = threading.Lock()
 _registered: set[str] = set()
+_checks: dict[str, UsabilityCheck] = {"triton": triton_driver_problem}
 
 
 def _check_name(name: str) -> str:
@@ -43,16 +64,29 @@ def _check_name(name: str) -> str:
     return name
 
 
-def register_kernel_package(name: str) -> None:
-    """Let the shim stand in for another top-level package (e.g. a private CUDA extension)."""
+def register_kernel_package(name: str, *, usable: UsabilityCheck | None = None) -> None:
+    """Let the shim stand in for another top-level package (e.g. a private CUDA extension).
+
+    ``usable(module) -> None | reason``: optional check run once after a successful real import; a reason makes
+    the package *driverless* (stood in for during meta builds, real everywhere else).
+    """
     with _lock:
         _registered.add(_check_name(name))
+        if usable is not None:
+            _checks[name] = usable
 
 
 def unregister_kernel_package(name: str) -> None:
     """Undo :func:`register_kernel_package` (defaults cannot be removed)."""
     with _lock:
         _registered.discard(name)
+        if name != "triton":
+            _checks.pop(name, None)
+
+
+def usability_check(name: str) -> UsabilityCheck | None:
+    with _lock:
+        return _checks.get(name)
 
 
 def kernel_packages() -> frozenset[str]:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import RemovedTransformersAPIError
+from ..errors import RemovedTransformersAPIError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .registry import CompatEntry
+    from .catalog import CompatEntry
 
 
 def removed_message(entry: CompatEntry, why: str) -> str:

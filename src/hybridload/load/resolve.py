@@ -1,45 +1,35 @@
 """``resolve()``: decide everything a load depends on, once, and return it as a :class:`LoadPlan`.
 
-Order matters for safety: the commit, config.json, the class choice and the remote-code hashes are
-settled by reading files only. Remote code is imported (to read the model class's attention support)
-only after the trust decision allows it and, under a lock file, only after its hashes matched the lock.
+Order matters for safety: argument names (revisions are names, never paths) are checked before the disk is
+touched; the commit, config.json, the class choice and the remote-code hashes are settled by reading files
+only; the trust decision is made from the explicit argument or the policy (a lock is checked against it, never
+consulted for it). Remote code is imported (to read the model class's attention support) only after the trust
+decision allows it and, under a lock file, only after its hashes matched the lock, inside the build
+composition's ``import`` session (kernel shim and transformers-4.x compatibility).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..build.attention import choose
+from ..build.session import BuildSpec, build_session
 from ..errors import ConfigError, HybridloadError, PlanError, RemoteCodeError
-from . import lockfile
-from .classes import check_native_config, choose_classes
-from .code import CodeRef, collect_code_files, parse_ref
-from .dtype import resolve_dtype
-from .files import MissingFile, RepoFiles
-from .model import NATIVE, REMOTE, SOURCE_HUB, SOURCE_LOCAL, CodeFile, LoadPlan
-from .revision import fingerprint, fingerprint_files, is_commit, resolve_commit
-from .trust import TrustDecision, decide_trust
-from .validate import read_config_json, require_model_type, validate_layer_patterns
+from ..plan import arguments, lockfile
+from ..plan.classes import check_native_config, choose_classes
+from ..plan.code import CodeRef, collect_code_files, is_module_ref, parse_ref
+from ..plan.dtype import resolve_dtype
+from ..plan.files import MissingFile, RepoFiles
+from ..plan.model import NATIVE, REMOTE, SOURCE_HUB, SOURCE_LOCAL, CodeFile, LoadPlan
+from ..plan.revision import check_revision, fingerprint, fingerprint_files, is_commit, resolve_commit
+from ..plan.trust import EXPLICIT, decide_trust
+from ..plan.validate import read_config_json, require_model_type, validate_layer_patterns
+from .failures import remote_code_failure
 
 DEFAULT_AUTO_CLASS = "AutoModelForCausalLM"
-
-#: kwargs a plan decides itself, or that belong elsewhere: name -> what to do instead.
-_REJECTED_KWARGS = {
-    "torch_dtype": "use dtype=",
-    "config": "load_config(plan) builds the config from the plan; pass config overrides as keyword arguments",
-    "token": "tokens are never stored in plans; log in with `hf auth login` or set HF_TOKEN",
-    "cache_dir": "set HF_HUB_CACHE instead (plans read the same cache as transformers)",
-    "local_files_only": "set HF_HUB_OFFLINE=1 instead",
-    "force_download": "not part of a load plan",
-    "proxies": "configure proxies in the environment",
-    "subfolder": "load plans do not support subfolders yet",
-    "state_dict": "not part of a load plan",
-}
-_PLACEMENT_KWARGS = {
-    "device_map", "max_memory", "offload_folder", "offload_buffers", "tp_plan", "tp_size", "device_mesh",
-    "distributed_config", "low_cpu_mem_usage", "offload_state_dict",
-}
 
 
 def resolve(
@@ -57,52 +47,83 @@ def resolve(
 ) -> LoadPlan:
     """Resolve ``model`` (Hub repo id or local folder) into a :class:`LoadPlan`.
 
-    ``auto_class`` picks the task head (default ``AutoModelForCausalLM``). Extra keyword arguments are
-    config overrides / model kwargs recorded in the plan and applied identically by every load.
-    ``lock=path`` writes the plan there, or checks it against the file when it exists (decisions not passed
-    here are taken from the lock); ``update_lock=True`` rewrites the file with the fresh resolution.
+    ``auto_class`` picks the task head (default ``AutoModelForCausalLM``). Extra keyword arguments are config
+    overrides recorded in the plan and applied identically by every load. ``lock=path``: when the file exists,
+    the fresh resolution must match it (decisions not passed here are taken from it, except trust, which is
+    never taken from a file); when it does not, or with ``update_lock=True``, the plan and the tree it builds
+    are written there.
+
+    Given a plan, returns it unchanged; arguments must agree with it, and ``trust_remote_code=True`` confirms a
+    plan read from a file for this process.
     """
     if isinstance(model, LoadPlan):
-        arguments = {
-            "revision": revision, "trust_remote_code": trust_remote_code, "code_revision": code_revision,
-            "dtype": dtype, "attn_implementation": attn_implementation, "auto_class": auto_class, "lock": lock,
-        }
-        given = [name for name, value in arguments.items() if value is not None] + sorted(load_kwargs)
-        if given:
-            raise PlanError(f"a LoadPlan is already resolved; {', '.join(given)} cannot change it. Re-resolve from the repo id")
-        return model
+        return _confirm(model, revision=revision, trust_remote_code=trust_remote_code, code_revision=code_revision,
+                        dtype=dtype, attn_implementation=attn_implementation, auto_class=auto_class, lock=lock,
+                        load_kwargs=load_kwargs)
+    check_revision(revision)
+    check_revision(code_revision, what="code_revision")
     load_kwargs = _checked_load_kwargs(load_kwargs)
     lock_path = Path(lock) if lock is not None else None
-    locked = lockfile.read_lock(lock_path) if lock_path is not None and not update_lock else None
-    trust_override = None
+    if lock_path is not None and (update_lock or not lock_path.exists()):
+        lockfile.check_writable(lock_path)
+    locked_lock = lockfile.read_lock(lock_path) if lock_path is not None and not update_lock else None
+    locked = locked_lock.plan if locked_lock is not None else None
+    dtype_from_lock = False
     if locked is not None:
         revision = revision if revision is not None else locked.revision
         auto_class = auto_class or locked.auto_class
+        dtype_from_lock = dtype is None
         dtype = dtype if dtype is not None else locked.dtype
         attn_implementation = attn_implementation if attn_implementation is not None else locked.attn_implementation
         load_kwargs = load_kwargs or dict(locked.load_kwargs)
         if code_revision is None and locked.code_repo not in (None, locked.repo):
             code_revision = locked.code_commit
-        if trust_remote_code is None:
-            trust_override = TrustDecision(locked.trust_remote_code, f"lock file {lock_path}: {locked.trust_reason}")
     plan = _resolve(
-        model, revision=revision, trust_remote_code=trust_remote_code, trust_override=trust_override,
-        code_revision=code_revision, dtype=dtype, attn_implementation=attn_implementation,
-        auto_class=auto_class or DEFAULT_AUTO_CLASS, load_kwargs=load_kwargs, locked=locked, lock_path=lock_path,
+        model, revision=revision, trust_remote_code=trust_remote_code, code_revision=code_revision, dtype=dtype,
+        attn_implementation=attn_implementation, auto_class=auto_class or DEFAULT_AUTO_CLASS, load_kwargs=load_kwargs,
+        locked=locked, lock_path=lock_path,
     )
-    if locked is not None:
-        lockfile.check_full(lock_path, locked, plan)  # type: ignore[arg-type]
+    if locked is not None and lock_path is not None:
+        if dtype_from_lock:  # the lock's decision, kept with the reason it was made for
+            plan = dataclasses.replace(plan, dtype_source=locked.dtype_source)
+        lockfile.check_full(lock_path, locked, plan)
     elif lock_path is not None:
-        lockfile.write_lock(lock_path, plan)
+        from .meta import load_meta
+        from ..tree.signature import signature
+
+        lockfile.write_lock(lock_path, plan, signature(load_meta(plan), plan))
+    return plan
+
+
+def _confirm(plan: LoadPlan, *, trust_remote_code: bool | None, lock: Any, load_kwargs: Mapping[str, Any], **given: Any) -> LoadPlan:
+    """A plan given where a model is expected: arguments must agree with it (a plan is never edited)."""
+    if lock is not None or load_kwargs:
+        names = (["lock"] if lock is not None else []) + sorted(load_kwargs)
+        raise PlanError(
+            f"a LoadPlan is already resolved; {', '.join(names)} cannot change it. Re-resolve from the repo id: "
+            f"hybridload.resolve({plan.repo!r}, ...)"
+        )
+    conflicts = arguments.plan_conflicts(plan, {**given, "trust_remote_code": trust_remote_code})
+    if conflicts:
+        raise PlanError(
+            f"the plan of {plan.repo} is already resolved and disagrees with {'; '.join(conflicts)}. A plan is never "
+            f"edited: re-resolve it with hybridload.resolve({plan.repo!r}, <new values>)"
+        )
+    if trust_remote_code and plan.trust_remote_code and plan.trust_confirmation != EXPLICIT:
+        return dataclasses.replace(plan, trust_confirmation=EXPLICIT)
     return plan
 
 
 def _checked_load_kwargs(load_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    arguments.refuse_rejected(load_kwargs, "resolve()")
     for name in load_kwargs:
-        if name in _REJECTED_KWARGS:
-            raise PlanError(f"resolve() does not take {name}=: {_REJECTED_KWARGS[name]}")
-        if name in _PLACEMENT_KWARGS:
-            raise PlanError(f"{name}= is placement, not a plan decision: pass it to load_real(plan, ...) / hybridload.dispatch(plan, ...)")
+        if name in arguments.PLACEMENT or name in arguments.PASS_THROUGH:
+            raise PlanError(
+                f"{name}= is not a plan decision: pass it to the real load (hybridload.dispatch(plan, {name}=...) "
+                "or load_real)"
+            )
+        if name in arguments.SERVING:
+            raise PlanError(f"{name}= is a serving option: pass it to hybridload.dispatch(plan, {name}=...)")
     try:
         json.dumps(dict(load_kwargs))
     except (TypeError, ValueError) as exc:
@@ -119,8 +140,8 @@ def _source(model: str | os.PathLike, revision: str | None) -> tuple[str, bool]:
     looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
     if looks_like_path or os.path.exists(text):
         raise PlanError(f"{text!r} is neither an existing local folder nor a Hub repo id ('org/name'); check the path")
-    from huggingface_hub.utils import validate_repo_id
     from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
 
     try:
         validate_repo_id(text)
@@ -153,24 +174,27 @@ def _code_source(repo: str, local: bool, commit: str | None, refs: tuple[CodeRef
     return code_repo, resolve_commit(code_repo, code_revision).commit, False
 
 
-def _import_remote_class(plan_repo: str, local: bool, revision: str | None, code_commit: str | None, ref: CodeRef) -> type:
-    """Import the trusted model class under the kernel shim (CUDA-only imports get stand-ins)."""
+def import_remote_class(
+    revision: str | None, code_revision: str | None, ref: str, *, repo: str, served: bool = False
+) -> type:
+    """Import a trusted remote class inside an open build session (``served``: a real load's, on the server).
+
+    ``revision``/``code_revision`` as a plan gives them to transformers (``load_revision``/``load_code_revision``):
+    None for a local folder's own code, the code repository's commit for code that lives in another repository.
+    """
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
-    from ..shim.window import kernel_shim
-
-    kwargs: dict[str, Any] = {} if local else {"revision": revision, "code_revision": code_commit}
+    kwargs: dict[str, Any] = {}
+    if revision is not None:
+        kwargs["revision"] = revision
+    if code_revision is not None:
+        kwargs["code_revision"] = code_revision
     try:
-        with kernel_shim():
-            return get_class_from_dynamic_module(ref.raw, plan_repo, **kwargs)
+        return get_class_from_dynamic_module(ref, repo, **kwargs)
     except HybridloadError:
         raise
-    except Exception as exc:  # the repo's own code failed to import: typed, with the file named
-        raise RemoteCodeError(
-            f"importing the remote model class {ref.raw} of {plan_repo} failed: {type(exc).__name__}: {exc}. "
-            "If it names a missing package, install it (CUDA-only kernel packages are stood in for automatically; "
-            "register others with hybridload.register_kernel_package)"
-        ) from exc
+    except Exception as exc:  # the repo's own code failed to import: typed, with the real cause
+        raise remote_code_failure(exc, f"importing the remote class {ref} of {repo}", served=served) from exc
 
 
 def _versions() -> dict[str, str]:
@@ -188,10 +212,21 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _requested_attention(argument: str | None, config: Mapping[str, Any]) -> tuple[str | None, str]:
+    """The attention implementation asked for, and where the request came from."""
+    if argument is not None:
+        return argument, "argument"
+    for key in ("attn_implementation", "_attn_implementation"):
+        value = config.get(key)
+        if isinstance(value, str) and value:
+            return value, "config.json"
+    return None, "argument"
+
+
 def _resolve(
-    model: str | os.PathLike, *, revision: str | None, trust_remote_code: bool | None, trust_override: TrustDecision | None,
-    code_revision: str | None, dtype: Any, attn_implementation: str | None, auto_class: str,
-    load_kwargs: dict[str, Any], locked: LoadPlan | None, lock_path: Path | None,
+    model: str | os.PathLike, *, revision: str | None, trust_remote_code: bool | None, code_revision: str | None,
+    dtype: Any, attn_implementation: str | None, auto_class: str, load_kwargs: dict[str, Any],
+    locked: LoadPlan | None, lock_path: Path | None,
 ) -> LoadPlan:
     repo, local = _source(model, revision)
     if local:
@@ -210,9 +245,11 @@ def _resolve(
     validate_layer_patterns(config, where)
 
     auto_map = config.get("auto_map") if isinstance(config.get("auto_map"), dict) else {}
-    candidate_refs = [parse_ref(k, v, where) for k, v in auto_map.items() if k == "AutoConfig" or k == auto_class]
+    candidate_refs = [
+        parse_ref(k, v, where) for k, v in auto_map.items() if (k == "AutoConfig" or k == auto_class) and v is not None
+    ]
     code_repos = sorted({ref.repo or repo for ref in candidate_refs}) or [repo]
-    trusted = trust_override or decide_trust(trust_remote_code, code_repos)
+    trusted = decide_trust(trust_remote_code, code_repos)
     choice = choose_classes(repo, where, config, model_type, auto_class, trusted)
 
     code_repo, code_commit, code_local = _code_source(repo, local, commit, choice.refs, code_revision)
@@ -234,12 +271,14 @@ def _resolve(
         remote_config = auto_map.get("AutoConfig") if isinstance(auto_map.get("AutoConfig"), str) else None
         check_native_config(choice.config_class, config, where, remote_config, trusted.trusted, repo)
     if choice.model_source == REMOTE:
-        model_cls = _import_remote_class(repo, local, commit, code_commit, choice.model_ref)  # type: ignore[arg-type]
+        assert choice.model_ref is not None
+        with build_session(BuildSpec("import", label=f"{repo} model class")):
+            code_pin = code_commit if (not local or code_repo != repo) else None
+            model_cls = import_remote_class(None if local else commit, code_pin, choice.model_ref.raw, repo=repo)
     else:
         model_cls = choice.native_model  # type: ignore[assignment]
-    from .attention import choose
-
-    attention = choose(model_cls, attn_implementation)
+    requested, attn_source = _requested_attention(attn_implementation, config)
+    attention = choose(model_cls, requested, source=attn_source)
     dtype_name, dtype_source = resolve_dtype(dtype, config, files)
 
     return LoadPlan(
@@ -267,7 +306,9 @@ def _resolve(
         attn_note=attention.note,
         load_kwargs=load_kwargs,
         versions=_versions(),
+        auto_map_unused=choice.unused,
+        trust_confirmation=EXPLICIT if trust_remote_code is True else None,
     )
 
 
-__all__ = ["resolve", "DEFAULT_AUTO_CLASS", "is_commit"]
+__all__ = ["resolve", "DEFAULT_AUTO_CLASS", "is_commit", "import_remote_class", "is_module_ref"]

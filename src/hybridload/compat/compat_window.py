@@ -13,15 +13,13 @@ import threading
 from typing import Any, Callable, Iterator, TypeVar
 
 from .. import _env
-from . import state
-from .state import CompatRecord
+from ..hooks.scope import ThreadScope
+from . import record as state
+from .record import CompatRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _options = threading.local()
-_install_lock = threading.Lock()
-_patch_depth = 0
-_patches: list[Any] = []
 
 
 def cpu_scalars_requested(explicit: bool | None = None) -> bool:
@@ -48,25 +46,17 @@ def compat_options(*, cpu_scalars: bool) -> Iterator[None]:
         stack.pop()
 
 
-def _open_patches() -> None:
-    global _patch_depth
-    from .configs import SubclassHook
-    from .models import PostInitHook
+def _scope_resources() -> list[Any]:
+    from .configs import SUBCLASS_PATCH
+    from .models import POST_INIT_PATCH
+    from .names import NAMES
 
-    with _install_lock:
-        if _patch_depth == 0:
-            _patches[:] = [SubclassHook(), PostInitHook()]
-        _patch_depth += 1
+    return [NAMES, SUBCLASS_PATCH, POST_INIT_PATCH]
 
 
-def _close_patches() -> None:
-    global _patch_depth
-    with _install_lock:
-        _patch_depth -= 1
-        if _patch_depth == 0:
-            for patch in reversed(_patches):
-                patch.close()
-            _patches.clear()
+#: the process-wide parts (name hooks, config-subclass and post-init patches): present while any thread is
+#: inside a compat window, acting only for threads that are
+SCOPE = ThreadScope("compat", _scope_resources)
 
 
 class compat_window:  # noqa: N801 - used like a function: ``with compat_window() as record:``
@@ -83,15 +73,14 @@ class compat_window:  # noqa: N801 - used like a function: ``with compat_window(
         self._entered: list[tuple[CompatRecord, contextlib.ExitStack]] = []
 
     def __enter__(self) -> CompatRecord:
-        from .names import close_names, open_names
+        from .names import NAMES
 
         record = CompatRecord(cpu_scalars=cpu_scalars_requested(self._cpu_scalars))
         stack = contextlib.ExitStack()
         try:
-            open_names()
-            stack.callback(close_names)
-            _open_patches()
-            stack.callback(_close_patches)
+            SCOPE.enter()
+            stack.callback(SCOPE.exit)
+            NAMES.refresh()
             state.push(record)
             stack.callback(state.pop, record)
             if self._config is not None:
