@@ -146,3 +146,32 @@ def test_local_fingerprint_covers_config_and_code_not_weights(build):
     with open(folder / "modeling_nemotron_h.py", "a") as handle:
         handle.write("\n# edited\n")
     assert fingerprint(folder, fingerprint_files(folder)) != before
+
+
+@pytest.mark.parametrize("revision", [
+    "/some/file", "../../models--x--y/refs/main", "refs/../../../etc", "main/", "a//b", "with space", "tag~1", "x.lock",
+    ".hidden", "a@{1}", "@", "",
+])
+def test_a_revision_that_is_not_a_ref_name_is_refused_before_the_disk_is_touched(build, hub_cache, offline, monkeypatch, tmp_path, revision):
+    from hybridload.errors import PlanError
+    from hybridload.plan import revision as revision_module
+
+    sha = hub_cache.add_snapshot("org/model", build.llama())
+    target = tmp_path / "some" / "file"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(sha)  # what a path-as-revision would read
+
+    def no_disk(*args, **kwargs):
+        raise AssertionError("the cache was read for a revision that is not a ref name")
+
+    monkeypatch.setattr(revision_module, "storage_folder", no_disk)
+    with pytest.raises(PlanError, match="not a branch, tag or commit name"):
+        hybridload.resolve("org/model", revision=revision)
+    with pytest.raises(PlanError, match="code_revision"):
+        hybridload.resolve("org/model", code_revision=revision)
+
+
+@pytest.mark.parametrize("revision", ["main", "v1.0", "release/2025-01", "refs/pr/3", "feature_x.y"])
+def test_valid_ref_names_still_resolve_offline(build, hub_cache, offline, revision):
+    sha = hub_cache.add_snapshot("org/model", build.llama(), refs=(revision,))
+    assert hybridload.resolve("org/model", revision=revision).commit == sha

@@ -26,12 +26,21 @@ _DEVICE_MISMATCH = ("is not on the expected device", "Expected all tensors to be
 
 
 def raised_by_hybridload(exc: BaseException) -> bool:
-    """True when the innermost frame of ``exc`` is hybridload's own code (not a stand-in raising by design)."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
+    """True when hybridload's own code is the innermost frame that is either hybridload's or the model's.
+
+    Walking outwards from where ``exc`` was raised, frames of other libraries (torch, transformers, the standard
+    library) are skipped: the first frame that belongs to hybridload or to remote code (``transformers_modules``)
+    decides whose failure it is. Typed hybridload errors (a stand-in refusing to run) are never internal.
+    """
+    if isinstance(exc, HybridloadError):
         return False
-    innermost = os.path.abspath(frames[-1].filename)
-    return innermost.startswith(_PACKAGE_DIR + os.sep) and not isinstance(exc, (HybridloadError, ImportError))
+    frames = [frame for frame, _ in traceback.walk_tb(exc.__traceback__)]
+    for frame in reversed(frames):
+        if str(frame.f_globals.get("__name__", "")).startswith("transformers_modules"):
+            return False
+        if os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep):
+            return True
+    return False
 
 
 def _import_failure(package: str) -> str | None:

@@ -103,7 +103,11 @@ def _confirm(plan: LoadPlan, *, trust_remote_code: bool | None, lock: Any, load_
             f"a LoadPlan is already resolved; {', '.join(names)} cannot change it. Re-resolve from the repo id: "
             f"hybridload.resolve({plan.repo!r}, ...)"
         )
-    conflicts = arguments.plan_conflicts(plan, {**given, "trust_remote_code": trust_remote_code})
+    if trust_remote_code is not None and trust_remote_code != plan.trust_remote_code:
+        from ..plan.trust import require_trust
+
+        require_trust(plan, trust_remote_code)  # raises the TrustError that names the conflict
+    conflicts = arguments.plan_conflicts(plan, given)
     if conflicts:
         raise PlanError(
             f"the plan of {plan.repo} is already resolved and disagrees with {'; '.join(conflicts)}. A plan is never "
@@ -250,6 +254,9 @@ def _resolve(
     ]
     code_repos = sorted({ref.repo or repo for ref in candidate_refs}) or [repo]
     trusted = decide_trust(trust_remote_code, code_repos)
+    if locked is not None and lock_path is not None and locked.trust_remote_code != trusted.trusted:
+        # before the class choice: a lock that says "trusted" must not turn into "needs trust" errors instead
+        lockfile.check_static(lock_path, locked, {"trust_remote_code": trusted.trusted}, locked.code_files)
     choice = choose_classes(repo, where, config, model_type, auto_class, trusted)
 
     code_repo, code_commit, code_local = _code_source(repo, local, commit, choice.refs, code_revision)

@@ -22,10 +22,10 @@ from ..hooks.snapshot import modules_snapshot, modules_under
 from . import probe
 from .packages import kernel_packages, top_level
 from .requester import is_framework, requester_from_stack
-from .standins import StandInModule, new_module
+from .standins import STAND_IN_ORIGIN, StandInModule, new_module
 from .ownership import in_window, mark_served, suspended
 
-ORIGIN = "hybridload-stand-in"
+ORIGIN = STAND_IN_ORIGIN
 
 
 def displace_real_modules(top: StandInModule, displaced: dict[str, ModuleType]) -> None:

@@ -31,7 +31,7 @@ from . import probe
 from .ownership import owns_window, state, suspended
 from .packages import kernel_packages, top_level
 from .requester import is_framework, requester_from_stack
-from .standins import StandInModule
+from .standins import STAND_IN_ORIGIN, StandInModule
 
 _IMPORT_UTILS = "transformers.utils.import_utils"
 
@@ -70,35 +70,37 @@ def _import_result(verdict: probe.Verdict, name: str, fromlist: Any) -> ModuleTy
     return module if fromlist else _truth(verdict, top_level(name))
 
 
+def _after(result: Any, name: str, requester: str | None, fromlist: Any = None) -> Any:
+    """A stand-in the real import machinery returned to someone who must see the truth: replace it."""
+    if not isinstance(result, StandInModule) or not _hidden(requester):
+        return result
+    verdict = _served_verdict(name) or probe.known(top_level(name)) or probe.Verdict(top_level(name), "absent")
+    return _truth(verdict, name) if fromlist is None else _import_result(verdict, name, fromlist)
+
+
 def _make_import(original: Callable[..., Any]) -> Callable[..., Any]:
     def __import__(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
-        if level != 0 or not state.served:
+        if level != 0:
             return original(name, globals, locals, fromlist, level)
         requester = globals.get("__name__") if isinstance(globals, dict) else None
-        verdict = _hidden_verdict(name, requester)
+        verdict = _hidden_verdict(name, requester) if state.served else None
         if verdict is not None:
             return _import_result(verdict, name, fromlist)
-        result = original(name, globals, locals, fromlist, level)
-        if isinstance(result, StandInModule) and _hidden(requester):  # the window served it meanwhile
-            verdict = _served_verdict(name) or probe.known(top_level(name)) or probe.Verdict(top_level(name), "absent")
-            return _import_result(verdict, name, fromlist)
-        return result
+        # even with nothing served when we looked, a window may put its stand-in in place meanwhile
+        return _after(original(name, globals, locals, fromlist, level), name, requester, fromlist)
 
     return __import__
 
 
 def _make_import_module(original: Callable[..., Any]) -> Callable[..., Any]:
     def import_module(name: str, package: str | None = None) -> Any:
-        if not state.served:
-            return original(name, package)
-        requester = requester_from_stack(sys._getframe(1))
-        verdict = _hidden_verdict(name, requester)
+        requester = requester_from_stack(sys._getframe(1)) if state.served else None
+        verdict = _hidden_verdict(name, requester) if state.served else None
         if verdict is not None:
             return _truth(verdict, name)
         result = original(name, package)
-        if isinstance(result, StandInModule) and _hidden(requester):
-            verdict = _served_verdict(name) or probe.known(top_level(name)) or probe.Verdict(top_level(name), "absent")
-            return _truth(verdict, name)
+        if isinstance(result, StandInModule):
+            return _after(result, name, requester_from_stack(sys._getframe(1)))
         return result
 
     return import_module
@@ -106,17 +108,20 @@ def _make_import_module(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _make_find_spec(original: Callable[..., Any]) -> Callable[..., Any]:
     def find_spec(name: str, package: str | None = None) -> Any:
-        if not state.served:
-            return original(name, package)
-        verdict = _hidden_verdict(name, requester_from_stack(sys._getframe(1)))
-        if verdict is not None:
-            if verdict.status == "absent":
-                return None
-            real = verdict.real_modules.get(name) if verdict.real_modules else None
-            if real is not None:
-                return real.__spec__
-            return verdict.real_spec if name == verdict.package else None
-        return original(name, package)
+        verdict = _hidden_verdict(name, requester_from_stack(sys._getframe(1))) if state.served else None
+        if verdict is None:
+            spec = original(name, package)
+            if spec is None or getattr(spec, "origin", None) != STAND_IN_ORIGIN:
+                return spec
+            if not _hidden(requester_from_stack(sys._getframe(1))):
+                return spec
+            verdict = _served_verdict(name) or probe.known(top_level(name)) or probe.Verdict(top_level(name), "absent")
+        if verdict.status == "absent":
+            return None
+        real = verdict.real_modules.get(name) if verdict.real_modules else None
+        if real is not None:
+            return real.__spec__
+        return verdict.real_spec if name == verdict.package else None
 
     return find_spec
 

@@ -31,6 +31,7 @@ _ANY_SIGNATURE = inspect.Signature(
         inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD),
     ]
 )
+STAND_IN_ORIGIN = "hybridload-stand-in"  # the ``origin`` of every stand-in module's spec
 _COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>", "<lambda>"})
 _recorders: list[Callable[[str, str], None]] = []  # (package, symbol path) callbacks of open windows
 _record_lock = threading.Lock()
