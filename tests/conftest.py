@@ -20,6 +20,20 @@ def _cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+@pytest.fixture(autouse=True)
+def _kernel_packages_absent(request: pytest.FixtureRequest):
+    """CPU tests see no installed kernel package (triton arrives with a CUDA build of torch, fla-core pulls it):
+    they never depend on what the machine has. GPU tests use the real ones."""
+    if request.node.get_closest_marker("gpu") is not None or request.node.get_closest_marker("real_kernel_packages"):
+        yield
+        return
+    from fixtures.shim_state import hidden_installed_packages
+    from hybridload.shim.packages import DEFAULT_KERNEL_PACKAGES
+
+    with hidden_installed_packages(DEFAULT_KERNEL_PACKAGES):
+        yield
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if _cuda_available():
         return

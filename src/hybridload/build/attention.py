@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from ..errors import PlanError
+from ..hooks.passthrough import passes_through
 from ..hooks.patch import Patch
 
 _FLASH_RE = re.compile(r"^flash_attention_(\d)$")
@@ -155,6 +156,7 @@ def building_on_meta() -> bool:
 
 
 def _make_check(original: Callable) -> Callable:
+    @passes_through
     def _check_and_adjust_attn_implementation(self: Any, *args: Any, **kwargs: Any) -> str:
         if _active.get() and building_on_meta():
             requested = args[0] if args else kwargs.get("attn_implementation")

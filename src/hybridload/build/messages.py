@@ -13,6 +13,7 @@ import logging
 import threading
 from typing import Any, Callable, Iterator
 
+from ..hooks.passthrough import passes_through
 from ..hooks.patch import Patch
 
 REMOTE_LOGGERS = "transformers_modules"
@@ -20,6 +21,7 @@ _local = threading.local()
 
 
 def _make_handle(original: Callable[..., Any]) -> Callable[..., Any]:
+    @passes_through
     def handle(self: logging.Logger, record: logging.LogRecord) -> Any:
         sinks = getattr(_local, "sinks", None)
         if sinks and record.levelno < logging.ERROR and record.name.startswith(REMOTE_LOGGERS):

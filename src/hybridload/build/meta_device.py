@@ -15,6 +15,8 @@ from typing import Any, Callable
 import torch
 from torch.utils._device import DeviceContext, _device_constructors
 
+from ..hooks.passthrough import passes_through
+
 _META = torch.device("meta")
 _MOVES = {torch.Tensor.to, torch.Tensor.cuda}
 
@@ -41,6 +43,7 @@ class MetaDeviceMode(DeviceContext):
 
         self._on_redirect(f"{caller_location(sys._getframe(2)) or '?'} {what}")
 
+    @passes_through
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         if func in _device_constructors():

@@ -26,6 +26,7 @@ from types import ModuleType
 from typing import Any, Callable, Iterator
 
 from ..errors import TrustError
+from ..hooks.passthrough import passes_through
 from ..hooks.patch import Patch
 from ..plan.trust import opt_in_instructions
 
@@ -126,6 +127,7 @@ def _auto_factory() -> ModuleType:
 
 def _make_trust(original: Callable) -> Callable:
     @functools.wraps(original)
+    @passes_through
     def resolve_trust_remote_code(trust_remote_code: Any, model_name: Any, has_local_code: bool, has_remote_code: bool, *args: Any, **kwargs: Any) -> Any:
         route = _route.get()
         if route is not None and has_remote_code:
@@ -151,6 +153,7 @@ def _make_trust(original: Callable) -> Callable:
 
 def _make_dynamic(original: Callable) -> Callable:
     @functools.wraps(original)
+    @passes_through
     def get_class_from_dynamic_module(class_reference: str, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
         route = _route.get()
         if route is not None and not route.local and not args:

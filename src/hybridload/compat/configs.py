@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Iterator
 
+from ..hooks.passthrough import passes_through
 from ..hooks.patch import Patch
 from . import record as state
 from .catalog import config_defaults
@@ -169,6 +170,7 @@ def adapt_config_instance(config: Any) -> None:
 
 
 def _make_init_subclass(original: Any) -> Any:
+    @passes_through
     def __init_subclass__(cls: type, *args: Any, **kwargs: Any) -> None:  # noqa: N807
         original(cls, *args, **kwargs)
         if state.active():

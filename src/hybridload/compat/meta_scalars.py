@@ -23,6 +23,7 @@ from types import FrameType, TracebackType
 from typing import Any, Callable
 
 from ..errors import ValueDependentInitError
+from ..hooks.passthrough import passes_through
 
 #: shadows are kept only for tensors of at most this many elements (helper schedules, scalars, small tables)
 SHADOW_LIMIT = 1 << 16
@@ -141,6 +142,7 @@ def _make_mode(on_read: Callable[[str, str | None], None]) -> Any:
             super().__init__()
             self.shadows: Any = WeakIdKeyDictionary()
 
+        @passes_through
         def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
             kwargs = kwargs or {}
             operation = value_reads.get(func)

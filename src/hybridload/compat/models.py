@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..hooks.passthrough import passes_through
 from ..hooks.patch import Patch
 from . import record as state
 from .configs import is_remote_class
@@ -67,6 +68,7 @@ def apply_legacy_tying(model: Any) -> None:
 
 
 def _make_post_init(original: Any) -> Any:
+    @passes_through
     def post_init(self: Any) -> Any:
         if state.active():
             from .names import replay_for

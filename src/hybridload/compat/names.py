@@ -20,6 +20,7 @@ import types
 from typing import Any
 
 from ..hooks.meta_path import MetaPathEntry
+from ..hooks.passthrough import passes_through
 from ..hooks.patch import MISSING, Patch
 from ..hooks.snapshot import modules_snapshot
 from . import record as state
@@ -128,6 +129,7 @@ def _make_module_getattr(module: types.ModuleType) -> Any:
     module_name = module.__name__
 
     def make(previous: Any) -> Any:
+        @passes_through
         def __getattr__(name: str) -> Any:  # noqa: N807
             entry = names_by_module().get(module_name, {}).get(name) if state.active() else None
             if entry is not None:

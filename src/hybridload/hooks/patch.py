@@ -22,6 +22,7 @@ import threading
 from typing import Any, Callable
 
 from ..errors import InternalError
+from .passthrough import passes_through
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +137,7 @@ class Patch:
         patch = self
         name = self.name
 
+        @passes_through
         def gate(*args: Any, **kwargs: Any) -> Any:
             if patch._count:
                 return made(*args, **kwargs)

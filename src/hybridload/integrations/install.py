@@ -23,6 +23,7 @@ import threading
 from types import ModuleType
 from typing import Any, Callable
 
+from ..hooks.passthrough import passes_through
 from ..hooks.patch import Patch, is_patched
 from ..hooks.post_import import PostImportHook
 
@@ -56,6 +57,7 @@ def add_post_import_target(module_name: str, callback: Callable[[ModuleType], No
 
 # -- from_config: meta builds join the build path ----------------------------------------------------------
 def _make_from_config(func: Callable[..., Any]) -> Callable[..., Any]:
+    @passes_through
     def from_config(cls: type, config: Any, **kwargs: Any) -> Any:
         from ..build.attention import building_on_meta
         from ..build.session import current_build
@@ -105,6 +107,7 @@ def _patch_modeling_utils(module: ModuleType) -> None:
 
 # -- AutoConfig.from_pretrained: a config session, and the config's origin -----------------------------------
 def _make_auto_config(func: Callable[..., Any]) -> Callable[..., Any]:
+    @passes_through
     def from_pretrained(cls: type, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
         import os
 

@@ -29,6 +29,8 @@ import warnings
 from types import ModuleType
 from typing import Any, Callable
 
+from ..hooks.passthrough import passes_through
+
 logger = logging.getLogger(__name__)
 
 HUGGINGFACE_MODULE = "nnsight.modeling.huggingface"
@@ -149,6 +151,7 @@ def patch_huggingface(module: ModuleType) -> None:
 
 
 def _hf_load_meta(original: Callable) -> Callable:
+    @passes_through
     def _load_meta(self: Any, repo_id: Any, *args: Any, **kwargs: Any) -> Any:
         if not _applies(repo_id, kwargs):
             return original(self, repo_id, *args, **kwargs)
@@ -194,6 +197,7 @@ def _real_kwargs(self: Any, repo_id: str, kwargs: dict[str, Any], plan: Any) -> 
 
 
 def _hf_load(original: Callable) -> Callable:
+    @passes_through
     def _load(self: Any, repo_id: Any, *args: Any, **kwargs: Any) -> Any:
         if not _applies(repo_id, kwargs):
             return original(self, repo_id, *args, **kwargs)
@@ -352,6 +356,7 @@ def _tokenizer_from_plan(self: Any, plan: Any) -> None:
 
 
 def _tf_load_meta(original: Callable) -> Callable:
+    @passes_through
     def _load_meta(self: Any, repo_id: Any, *args: Any, **kwargs: Any) -> Any:
         if not _applies(repo_id, kwargs):
             return original(self, repo_id, *args, **kwargs)
@@ -400,6 +405,7 @@ def _split_real(self: Any, kwargs: dict[str, Any], plan: Any) -> tuple[dict[str,
 
 
 def _tf_load(original: Callable) -> Callable:
+    @passes_through
     def _load(self: Any, repo_id: Any, *args: Any, **kwargs: Any) -> Any:
         if not _applies(repo_id, kwargs):
             return original(self, repo_id, *args, **kwargs)

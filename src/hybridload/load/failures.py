@@ -19,6 +19,7 @@ import traceback
 from typing import Any
 
 from ..errors import HybridloadError, InternalError, RemoteCodeError, ValueDependentInitError
+from ..hooks.passthrough import is_pass_through
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _NOT_FOUND = re.compile(r"requires the following packages that were not found in your environment: ([^.\n]+)")
@@ -26,20 +27,19 @@ _DEVICE_MISMATCH = ("is not on the expected device", "Expected all tensors to be
 
 
 def raised_by_hybridload(exc: BaseException) -> bool:
-    """True when hybridload's own code is the innermost frame that is either hybridload's or the model's.
+    """True when ``exc`` was raised by hybridload's own code (its innermost frame, pass-through wrappers aside).
 
-    Walking outwards from where ``exc`` was raised, frames of other libraries (torch, transformers, the standard
-    library) are skipped: the first frame that belongs to hybridload or to remote code (``transformers_modules``)
-    decides whose failure it is. Typed hybridload errors (a stand-in refusing to run) are never internal.
+    An error raised by remote code, or by a library it or hybridload called (transformers refusing the model,
+    ``check_imports`` naming a missing package, torch refusing an op), is the model's or that library's
+    answer, never a hybridload bug. Typed hybridload errors (a stand-in refusing to run) are never internal.
     """
     if isinstance(exc, HybridloadError):
         return False
     frames = [frame for frame, _ in traceback.walk_tb(exc.__traceback__)]
     for frame in reversed(frames):
-        if str(frame.f_globals.get("__name__", "")).startswith("transformers_modules"):
-            return False
-        if os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep):
-            return True
+        if is_pass_through(frame.f_code):
+            continue
+        return os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep)
     return False
 
 
@@ -100,16 +100,16 @@ def device_mismatch_location(exc: BaseException) -> ValueDependentInitError | No
 def remote_code_failure(exc: BaseException, what: str, *, remote: bool = True, served: bool = False) -> HybridloadError:
     """The typed error for ``exc`` raised while ``what`` ran (remote code, or a native class when not ``remote``;
     ``served``: on the server, where a missing kernel package is never stood in for)."""
+    from ..compat.meta_scalars import translate
+
+    value_read = translate(exc)  # the model reading a meta tensor's value: its failure, named by its line
+    if value_read is not None:
+        return value_read
     if raised_by_hybridload(exc):
         return InternalError(
             f"{what} failed inside hybridload itself ({type(exc).__name__}: {exc}); this is a hybridload bug, not a "
             "problem with the model's code: please report it with this traceback"
         )
-    from ..compat.meta_scalars import translate
-
-    value_read = translate(exc)
-    if value_read is not None:
-        return value_read
     mismatch = device_mismatch_location(exc)
     if mismatch is not None:
         return mismatch

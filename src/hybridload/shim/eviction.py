@@ -73,13 +73,18 @@ _MISSING = object()
 def _binds_stand_in(module: Any) -> bool:
     from .standins import is_stand_in
 
-    return any(is_stand_in(value) for value in list(vars(module).values()))
+    return any(
+        is_stand_in(value) or getattr(value, "__hybridload_fallback_for__", None) is not None
+        for value in list(vars(module).values())
+    )
 
 
 def evict_tainted() -> list[str]:
-    """Evict every remote-code module whose globals hold a stand-in (and the Auto registrations into it).
+    """Evict every remote-code module whose globals hold a stand-in or a hybridload Triton fallback (and the
+    Auto registrations into it).
 
-    Run before a real load: whatever window a module last ran in, a real load must re-execute it.
+    Run before a real load: whatever window a module last ran in, a real load must re-execute it and bind what
+    this load's policy says.
     """
     tainted = sorted(
         name

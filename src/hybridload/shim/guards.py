@@ -26,6 +26,7 @@ import sys
 from types import ModuleType
 from typing import Any, Callable
 
+from ..hooks.passthrough import passes_through
 from ..hooks.patch import Patch
 from . import probe
 from .ownership import owns_window, state, suspended
@@ -79,6 +80,7 @@ def _after(result: Any, name: str, requester: str | None, fromlist: Any = None) 
 
 
 def _make_import(original: Callable[..., Any]) -> Callable[..., Any]:
+    @passes_through
     def __import__(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
         if level != 0:
             return original(name, globals, locals, fromlist, level)
@@ -93,6 +95,7 @@ def _make_import(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _make_import_module(original: Callable[..., Any]) -> Callable[..., Any]:
+    @passes_through
     def import_module(name: str, package: str | None = None) -> Any:
         requester = requester_from_stack(sys._getframe(1)) if state.served else None
         verdict = _hidden_verdict(name, requester) if state.served else None
@@ -107,6 +110,7 @@ def _make_import_module(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _make_find_spec(original: Callable[..., Any]) -> Callable[..., Any]:
+    @passes_through
     def find_spec(name: str, package: str | None = None) -> Any:
         verdict = _hidden_verdict(name, requester_from_stack(sys._getframe(1))) if state.served else None
         if verdict is None:
@@ -144,6 +148,7 @@ def lru_functions(module: Any) -> list[Any]:
 
 
 def _make_is_package_available(original: Callable[..., Any]) -> Callable[..., Any]:
+    @passes_through
     def _is_package_available(pkg_name: str, return_version: bool = False) -> Any:
         package = top_level(pkg_name)
         if package not in kernel_packages():

@@ -93,6 +93,9 @@ class _Outermost:
         add_recorder(self._on_symbol)
         self.entry = MetaPathEntry(self.finder)
         self.entry.acquire()
+
+    def stand_in_driverless(self) -> None:
+        """Driverless packages imported before the window: their stand-ins take their place until it closes."""
         for package in sorted(kernel_packages()):
             if usability_check(package) is not None:
                 self.finder.stand_in_for_loaded(package)
@@ -156,6 +159,8 @@ class kernel_shim:  # noqa: N801 - used like a function: ``with kernel_shim():``
             assert _outermost is not None
             _outermost.reports.append(report)
             self._reports.append(report)
+            if state.depth == 1:
+                _outermost.stand_in_driverless()
             return report
         except BaseException:
             if state.depth == 0:
