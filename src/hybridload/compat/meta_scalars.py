@@ -159,6 +159,7 @@ def _make_mode(on_read: Callable[[str, str | None], None]) -> Any:
                 on_read(operation, location)
                 with torch._C.DisableTorchFunction():
                     return func(shadow, *args[1:], **kwargs)
+            args, kwargs = self._promote_cpu_constants(func, args, kwargs)
             try:
                 out = func(*args, **kwargs)
             except NotImplementedError:
@@ -170,6 +171,30 @@ def _make_mode(on_read: Callable[[str, str | None], None]) -> Any:
             if out is None or isinstance(out, (Tensor, list, tuple)):
                 self._shadow(func, args, kwargs, out)
             return out
+
+        def _promote_cpu_constants(self, func: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            """An op mixing meta tensors with CPU constants made the legacy way (``torch.Tensor([..])``, which
+            ignores the default device) runs on meta: each constant becomes a meta tensor whose CPU shadow keeps
+            its values (reads of it still answer)."""
+            leaves = pytree.tree_leaves((args, kwargs))
+            if not any(is_meta(a) for a in leaves):
+                return args, kwargs
+            constants = [a for a in leaves if isinstance(a, Tensor) and a.device.type == "cpu" and a.dim() > 0]
+            if not constants:
+                return args, kwargs
+            location = caller_location(sys._getframe(2))
+            on_read("CPU constant combined with meta tensors -> meta", location)
+            promoted: dict[int, Any] = {}
+            for constant in constants:
+                with torch._C.DisableTorchFunction():
+                    meta = constant.to("meta")
+                self.shadows[meta] = constant
+                promoted[id(constant)] = meta
+
+            def swap(value: Any) -> Any:
+                return promoted.get(id(value), value) if isinstance(value, Tensor) else value
+
+            return pytree.tree_map(swap, args), pytree.tree_map(swap, kwargs)
 
         def _mutated(self, func: Any, args: tuple, kwargs: dict) -> list[Any]:
             """Meta tensors an op writes into: ``x.op_()``, ``x[i] = v``, ``out=``."""

@@ -54,13 +54,7 @@ def _import_failure(package: str) -> str | None:
     try:
         importlib.import_module(package)
     except Exception as exc:  # noqa: BLE001 - the real cause is what we report
-        root = exc
-        while root.__cause__ is not None or root.__context__ is not None:
-            root = root.__cause__ or root.__context__  # type: ignore[assignment]
-        cause = f"{type(exc).__name__}: {exc}"
-        if root is not exc:
-            cause += f" (root cause {type(root).__name__}: {root})"
-        return cause
+        return f"{type(exc).__name__}: {exc}"
     return None
 
 
