@@ -137,7 +137,7 @@ def worker(method: str, folder: Path, device: str) -> dict:
 
 
 def read_all_load(model, folder: Path, device: str) -> None:
-    """The workaround the issue describes: every expert in CPU RAM, fused by hand, then placed."""
+    """The usual workaround: every expert in CPU RAM, fused by hand, then placed."""
     import torch
     from accelerate.utils import set_module_tensor_to_device
     from safetensors.torch import load_file

@@ -1,4 +1,5 @@
-"""The recorded GPU runs (issues 6.6, 7.5, 8.5), in one script for one device call.
+"""The recorded GPU runs (real fla kernels served strictly, the GPU-less meta tree against the served one, the
+bundled example through the Triton fallback), in one script for one device call.
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl   # fla-core + flash-linear-attention
     export PYTHONPATH=/tmp/site:src

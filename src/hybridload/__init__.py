@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import *  # noqa: F403 - every error class is public
 from .errors import __all__ as _ERRORS
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # public name -> module that defines it (imported on first attribute access)
 _LAZY: dict[str, str] = {

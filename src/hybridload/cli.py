@@ -305,7 +305,7 @@ def _environment() -> dict[str, Any]:
 
     import torch
 
-    from . import __version__
+    from ._version import __version__
     from .shim.packages import kernel_packages
     from .shim.probe import probe_kernel_package
 
@@ -381,6 +381,12 @@ def cmd_doctor(args: argparse.Namespace, progress: _Progress) -> int:
     return EXIT_OK
 
 
+def _version() -> str:
+    from ._version import __version__
+
+    return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hybridload",
@@ -388,7 +394,7 @@ def _parser() -> argparse.ArgumentParser:
         "compare them with what the server builds.",
         epilog=EXIT_CODES,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__import__('hybridload').__version__}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

@@ -1,4 +1,4 @@
-"""Each failure pattern of issue 9: fails on plain transformers 5.x, builds on meta with ``import hybridload``."""
+"""Each 4.x remote-code failure pattern: fails on plain transformers 5.x, builds on meta with ``import hybridload``."""
 from __future__ import annotations
 
 import contextlib

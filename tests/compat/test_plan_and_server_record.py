@@ -1,4 +1,4 @@
-"""Issue 9 part 4: the entries that fired are recorded on the meta build, the server applies the same, and the
+"""The entries that fired are recorded on the meta build, the server applies the same, and the
 signature header lists them; nothing fires for a model that does not need it."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 7 part 3: nnsight scan() of a Kimi-Linear-style model runs on a GPU-less client (twins for fla's
+"""nnsight scan() of a Kimi-Linear-style model runs on a GPU-less client (twins for fla's
 modules, references for its kernels on fake tensors), and remote code that forces its own attention
 implementation is accepted because the server runs the same code."""
 from __future__ import annotations

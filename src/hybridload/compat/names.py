@@ -22,7 +22,7 @@ from typing import Any
 from ..hooks.meta_path import MetaPathEntry
 from ..hooks.passthrough import passes_through
 from ..hooks.patch import MISSING, Patch
-from ..hooks.snapshot import modules_snapshot
+from ..hooks.sys_modules import modules_snapshot
 from . import record as state
 from .catalog import CompatEntry, names_by_module
 

@@ -11,6 +11,6 @@ from .meta_path import MetaPathEntry
 from .patch import MARKER, Patch, is_patched
 from .post_import import PostImportHook
 from .scope import ThreadScope
-from .snapshot import modules_snapshot
+from .sys_modules import modules_snapshot
 
 __all__ = ["MARKER", "MetaPathEntry", "Patch", "PostImportHook", "ThreadScope", "is_patched", "modules_snapshot"]

@@ -19,9 +19,8 @@ def interpreter_mode() -> bool:
 
 
 def _is_stand_in(module: object) -> bool:
-    from ..shim.standins import is_stand_in
-
-    return is_stand_in(module)
+    """A kernel-shim stand-in module (they carry this marker; read directly, the shim is a higher layer)."""
+    return bool(getattr(module, "__hybridload_stand_in__", False))
 
 
 def require_triton() -> ModuleType:
@@ -39,7 +38,7 @@ def require_triton() -> ModuleType:
     if _is_stand_in(triton):
         raise KernelUnavailableError(
             "'triton' is a hybridload stand-in in this process (imported inside a kernel-shim window), not "
-            "the compiler. Call hybridload's Triton kernels outside kernel_shim()/meta_build_window(), on a "
+            "the compiler. Call hybridload's Triton kernels outside kernel_shim() and meta builds, on a "
             "host where triton is installed.",
             name="triton",
         )

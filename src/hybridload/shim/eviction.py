@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ..hooks.snapshot import modules_snapshot
+from ..hooks.sys_modules import modules_snapshot
 
 PREFIX = "transformers_modules."
 _AUTO_PREFIX = "transformers.models.auto."

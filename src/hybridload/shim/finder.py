@@ -18,7 +18,7 @@ import sys
 from types import ModuleType
 from typing import Any, Callable
 
-from ..hooks.snapshot import modules_snapshot, modules_under
+from ..hooks.sys_modules import modules_snapshot, modules_under
 from . import probe
 from .packages import kernel_packages, top_level
 from .requester import is_framework, requester_from_stack

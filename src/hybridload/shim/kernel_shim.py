@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
 from ..hooks.meta_path import MetaPathEntry
-from ..hooks.snapshot import modules_snapshot
+from ..hooks.sys_modules import modules_snapshot
 from . import eviction
 from .finder import StandInFinder
 from .guards import IMPORT_PATCHES, AvailabilityGuard

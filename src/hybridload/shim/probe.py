@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Literal, Mapping
 
-from ..hooks.snapshot import modules_snapshot
+from ..hooks.sys_modules import modules_snapshot
 from .ownership import suspended
 
 Status = Literal["real", "absent", "broken", "driverless"]
@@ -153,7 +153,7 @@ def driverless(package: str, problem: str, spec: Any, modules: Mapping[str, Modu
 
 def real_or_driverless(package: str, module: ModuleType, spec: Any = None) -> Verdict:
     """The verdict for a package whose real import succeeded (usability check included)."""
-    from ..hooks.snapshot import modules_under
+    from ..hooks.sys_modules import modules_under
 
     problem = usability_problem(package, module)
     if problem is not None:

@@ -33,7 +33,7 @@ def json_normalise(header: Mapping[str, Any]) -> dict[str, Any]:
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that shape a tree; read from already-imported modules (cheap)."""
-    from .. import __version__ as hybridload_version
+    from .._version import __version__ as hybridload_version
 
     versions = {"hybridload": hybridload_version}
     for name in ("torch", "transformers"):

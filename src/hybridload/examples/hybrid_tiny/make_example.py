@@ -219,10 +219,10 @@ def build_signature(out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    import hybridload
+    from hybridload.tree.signature import signature
 
     model = AutoModelForCausalLM.from_pretrained(str(out), trust_remote_code=True, dtype=torch.float32)
-    text = hybridload.signature(model).to_json()
+    text = signature(model).to_json()
     (out / "reference_signature.json").write_text(text if text.endswith("\n") else text + "\n")
 
 
