@@ -100,3 +100,41 @@ def test_entry_point_is_installed_and_json_is_clean(tmp_path, llama_folder):
     result = subprocess.run([str(exe), "check", str(folder), "--json"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["digest"]  # stdout is exactly one JSON document
+
+
+def _remote_example_copy(tmp_path):
+    import shutil
+
+    import hybridload
+
+    folder = tmp_path / "example"
+    shutil.copytree(hybridload.examples.path("hybrid_tiny"), folder)
+    return folder
+
+
+def test_one_lock_format_read_by_check_resolve_dispatch_and_the_plugin(capsys, tmp_path):
+    import hybridload
+    from hybridload.plan.lockfile import LOCK_SCHEMA, read_lock
+
+    folder = _remote_example_copy(tmp_path)
+    lock = tmp_path / "locks" / "example.lock.json"
+    assert run(capsys, "lock", str(folder), "--trust-remote-code", "-o", str(lock))[0] == 0
+    assert json.loads(lock.read_text())["schema"] == LOCK_SCHEMA
+    code, out, _ = run(capsys, "check", "--against", str(lock), "--trust-remote-code")
+    assert code == 0 and "plan and remote-code hashes match" in out and "identical tree" in out
+    plan = hybridload.resolve(folder, trust_remote_code=True, lock=lock)  # the API reads the CLI's file
+    assert plan == read_lock(lock).plan
+    from hybridload.integrations.pytest_plugin import TreeChecker
+
+    TreeChecker(update=False).assert_matches(hybridload.load_meta(plan), lock)  # so does the plugin
+
+
+def test_check_against_a_lock_catches_an_edited_code_file(capsys, tmp_path):
+    folder = _remote_example_copy(tmp_path)
+    lock = tmp_path / "example.lock.json"
+    assert run(capsys, "lock", str(folder), "--trust-remote-code", "-o", str(lock))[0] == 0
+    with open(folder / "modeling_nemotron_h.py", "a") as handle:
+        handle.write("\n# an edit that does not change the tree\n")
+    code, out, err = run(capsys, "check", str(folder), "--against", str(lock), "--trust-remote-code")
+    assert code == 2 and "identical tree" not in out
+    assert "modeling_nemotron_h.py changed" in err

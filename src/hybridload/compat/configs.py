@@ -20,6 +20,7 @@ attributes on the client and on the server. Entries fire only while a window is 
 """
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any, Iterator
 
@@ -46,6 +47,22 @@ def _dropped_generation_params() -> frozenset[str]:
     return frozenset(GenerationConfig._get_default_generation_params())
 
 
+def _read_by_remote_code() -> bool:
+    """Whether the code reading the attribute (first frame outside hybridload) is the model's remote code.
+
+    Frameworks read config attributes too (a pipeline's ``getattr(config, "prefix", None)``); they get the same
+    answer, but only the model's own reads are recorded as entries the model needs, so a build records the
+    same entries whether nnsight's pipeline or a plain ``from_config`` drove it.
+    """
+    frame = sys._getframe(2)
+    while frame is not None:
+        name = str(frame.f_globals.get("__name__", ""))
+        if not name.startswith("hybridload."):
+            return name.startswith(REMOTE_PREFIX)
+        frame = frame.f_back
+    return False
+
+
 def _make_getattr(cls: type, previous: Any) -> Any:
     def __getattr__(self: Any, name: str) -> Any:  # noqa: N807 - installed as the class's __getattr__
         if previous is not None:
@@ -57,7 +74,8 @@ def _make_getattr(cls: type, previous: Any) -> Any:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         retained = self.__dict__.get(RETAINED) or {}
         if name in retained:
-            state.fire("config.generation_kwargs", f"{type(self).__module__}.{type(self).__qualname__}.{name}")
+            if _read_by_remote_code():
+                state.fire("config.generation_kwargs", f"{type(self).__module__}.{type(self).__qualname__}.{name}")
             return retained[name]
         entry = config_defaults().get(name)
         if entry is None:
@@ -66,7 +84,8 @@ def _make_getattr(cls: type, previous: Any) -> Any:
         if isinstance(value, (dict, list, set)):
             # mutable 4.x defaults (pruned_heads={}) were per-instance attributes that code mutates in place
             object.__setattr__(self, name, value)
-        state.fire(entry.id, f"{type(self).__module__}.{type(self).__qualname__}")
+        if _read_by_remote_code():
+            state.fire(entry.id, f"{type(self).__module__}.{type(self).__qualname__}")
         return value
 
     __getattr__.__hybridload_compat__ = True  # type: ignore[attr-defined]

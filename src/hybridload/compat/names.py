@@ -174,6 +174,7 @@ class _SyntheticLoader(importlib.abc.Loader):
 
     def exec_module(self, module: types.ModuleType) -> None:
         state.fire("compat.removed_module", module.__name__)
+        _attribute("compat.removed_module", module.__name__)  # replayed when a cached importer builds again
 
 
 class _HookingLoader(importlib.abc.Loader):

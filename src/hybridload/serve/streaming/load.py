@@ -36,7 +36,7 @@ from .dtypes import TargetDtypes, parse_dtype
 from .finalize import finalize_model
 from .memory import release_freed_host_memory
 from .prefetch import PlannedRead, Prefetcher
-from .sys_modules import ModelSnapshot
+from .snapshot import ModelSnapshot
 from .staging import chunk_bytes_for
 from .sources import MetaSource, StreamSource
 
