@@ -103,3 +103,14 @@ class CheckpointError(HybridloadError, RuntimeError):
 
 
 __all__ = [name for name in dir() if name.endswith("Error")]
+
+
+class DeploymentSettingsError(HybridloadError, ValueError):
+    """A deployment setting (an environment variable a served-side integration reads) has an unreadable value."""
+
+
+class DeploymentTrustError(TrustError):
+    """A request's load plan decided trust_remote_code differently from the deployment that serves it."""
+
+
+__all__ += ["DeploymentSettingsError", "DeploymentTrustError"]

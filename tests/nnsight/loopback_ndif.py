@@ -6,8 +6,8 @@ What it does (the parts of NDIF's wire protocol that nnsight's client speaks, se
   * ``GET /<name>/subscribe`` upgrades to a websocket and sends ``{"session_id": ...}``;
   * ``POST /<name>/request`` (multipart: ``data`` = ``RequestModel.metadata()``, ``blob`` = the payload) answers
     RECEIVED, then a single worker thread runs the request the NDIF way (:func:`ndif_like.run_request`) and
-    pushes RUNNING, then COMPLETED with the result blob on the websocket (binary frame, as NDIF does for small
-    results) or ERROR with ``TypeName: message``;
+    pushes QUEUED, DISPATCHED, RUNNING, then COMPLETED with the result blob on the websocket (binary frame, as
+    NDIF does for small results) or ERROR with the full traceback, as NDIF does;
   * deployment ``<name>`` serves the model named by the request's model key, loaded once with
     ``Remotable.from_model_key(key, dispatch=True)``; ``--deployment NAME=FOLDER`` serves FOLDER under the key's
     repo id instead (a server whose copy of the model differs);
@@ -125,7 +125,8 @@ class Loopback:
                 if socket is not None:
                     socket.send(response.pickle() if binary else response.model_dump_json())
 
-            push(ResponseModel(id=job, status=Status.RUNNING, description="running"))
+            for status in (Status.QUEUED, Status.DISPATCHED, Status.RUNNING):  # NDIF's statuses after RECEIVED
+                push(ResponseModel(id=job, status=status, description=status.name.lower()))
             env = request.get("env") or {}
             try:
                 model = self.model(name, request["model_key"])
@@ -139,7 +140,8 @@ class Loopback:
             except Exception as exc:  # noqa: BLE001 - every failure goes back to the client, as NDIF does
                 self.log(event="refused", deployment=name, error_type=type(exc).__name__, error=str(exc),
                          traceback=traceback.format_exc())
-                push(ResponseModel(id=job, status=Status.ERROR, description=f"{type(exc).__name__}: {exc}"))
+                # NDIF sends the full traceback of a failed request (its model actor's format_error)
+                push(ResponseModel(id=job, status=Status.ERROR, description="".join(traceback.format_exception(exc))))
 
     def local_trace(self, name: str, model: Any) -> None:
         import torch

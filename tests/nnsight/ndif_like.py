@@ -4,8 +4,8 @@ Client half: :class:`CaptureBackend` does what ``RemoteBackend`` does before it 
 model key, the request environment from ``_remoteable_get_env``, the payload from nnsight's
 ``RequestModel.serialize``) and keeps the result instead of posting it.
 
-Server half: :func:`run_request` does what NDIF's model actor does with a request (documented in NDIF's
-"nnsight Integration" page): ``_remoteable_set_env(request.env)``, ``RequestModel.deserialize`` against the
+Server half: :func:`run_request` is NDIF's own request execution where the ``ndif`` package is installed, and
+otherwise does what NDIF's model actor does with a request: ``_remoteable_set_env(request.env)``, ``RequestModel.deserialize`` against the
 model's persistent objects, ``tracer.execute`` between nnsight's ``inc()``/``dec()``, and the saved values
 picked from the tracer frame by the ids in ``_saves()``; nnsight's global block caches and ``linecache`` are
 restored afterwards, as the actor does.
@@ -39,7 +39,24 @@ class CaptureBackend:
 
 
 def run_request(model: Any, env: dict, blob: bytes, compress: bool = False) -> dict[str, Any]:
-    """Execute a serialized request against ``model`` the way NDIF's model actor does; returns the saves."""
+    """Execute a serialized request against ``model`` the way NDIF's model actor does; returns the saves.
+
+    Where the ``ndif`` package is installed (Python >= 3.12) this is NDIF's own request execution
+    (``ndif.services.ray.deployments.modeling.nns``); elsewhere the copy below, which follows it step by step.
+    """
+    try:
+        from ndif.services.ray.deployments.modeling import nns
+    except ImportError:
+        return _run_request_here(model, env, blob, compress)
+    from nnsight.schema.request import RequestModel
+
+    with nns.block_scope():
+        model._remoteable_set_env(env)
+        tracer, _ = nns.prepare_traced_block(model, blob, compress, deserialize=RequestModel.deserialize)
+        return nns.execute_traced_block(tracer, next(model._module.parameters()).dtype)
+
+
+def _run_request_here(model: Any, env: dict, blob: bytes, compress: bool) -> dict[str, Any]:
     from nnsight.schema.request import RequestModel
     from nnsight.tracing import globals as nnsight_globals
     from nnsight.tracing.tracer import _saves, dec, inc

@@ -90,5 +90,6 @@ def test_remote_trace_round_trip_and_refusal(example, tmp_path):
     # the mismatch: refused with the first differing path, as TreeMismatchError
     refused = next(e for e in events if e["event"] == "refused")
     assert refused["deployment"] == "other" and refused["error_type"] == "TreeMismatchError"
-    assert report["mismatch"].startswith("TreeMismatchError: hybridload: this request was traced against another")
+    assert report["mismatch"].startswith("Traceback (most recent call last)")  # the full traceback, as NDIF sends it
+    assert "TreeMismatchError: hybridload: this request was traced against another" in report["mismatch"]
     assert "first differing path: backbone.layers.7" in report["mismatch"]

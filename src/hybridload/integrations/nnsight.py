@@ -24,6 +24,7 @@ import functools
 import json
 import logging
 import os
+import sys
 import threading
 import warnings
 from types import ModuleType
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 HUGGINGFACE_MODULE = "nnsight.modeling.huggingface"
 TRANSFORMERS_MODULE = "nnsight.modeling.transformers"
+REMOTABLE_MODULE = "nnsight.modeling.mixins.remotable"
 DEFAULT_TASK_AUTO_CLASS = "AutoModelForCausalLM"
 
 
@@ -52,6 +54,7 @@ _REQUIRED: dict[str, dict[str, tuple[str, ...]]] = {
         "TransformersModel": ("_load_meta", "_load", "_loaded_preprocessors", "_remoteable_get_env",
                               "_remoteable_set_env", "_wrap"),
     },
+    REMOTABLE_MODULE: {"Remotable": ("describe_checkpoint", "max_tp_size")},
 }
 
 _status_lock = threading.Lock()
@@ -68,6 +71,7 @@ def register_nnsight(add_target: Callable[[str, Callable[[ModuleType], None]], N
     """Register the nnsight patches as post-import targets (applied now if nnsight is imported)."""
     add_target(HUGGINGFACE_MODULE, patch_huggingface)
     add_target(TRANSFORMERS_MODULE, patch_transformers)
+    add_target(REMOTABLE_MODULE, patch_remotable)
 
 
 def _version_problem() -> str | None:
@@ -135,6 +139,50 @@ def _typed(exc: Exception, plan: Any, what: str) -> Exception:
     return remote_code_failure(exc, f"{what} of {plan.model_class} ({plan.repo})", remote=plan.model_class_source == REMOTE)
 
 
+# -- nnsight.modeling.mixins.remotable ----------------------------------------------------------------------
+def patch_remotable(module: ModuleType) -> None:
+    """``describe_checkpoint`` / ``max_tp_size`` take the deployment's trust decision (a server passes it)."""
+    if not _usable(module):
+        return
+    cls = module.Remotable
+    _replace(cls, "describe_checkpoint", _takes_trust)
+    _replace(cls, "max_tp_size", _takes_trust)
+
+
+def _takes_trust(original: Callable) -> Callable:
+    def with_trust(cls: type, model_key: str, *args: Any, trust_remote_code: bool | None = None, **kwargs: Any) -> Any:
+        return original(cls, _key_with_trust(model_key, trust_remote_code), *args, **kwargs)
+
+    return with_trust
+
+
+def _key_with_trust(model_key: str, trust_remote_code: bool | None) -> str:
+    """The key a HuggingFace wrapper sizes with: the caller's trust decision written into its suffix.
+
+    NDIF sizes a deployment with ``trust_remote_code=<the deployment's trust>``; a HuggingFace key carries
+    trust in its JSON suffix, which the plan of the key reads (``_config``, the meta build of the sizing
+    fallback). An explicit ``False`` is kept as such, so a policy cannot trust what the deployment does not.
+    Other wrappers have no remote code to trust: their key is unchanged.
+    """
+    if trust_remote_code is None:
+        return model_key
+    from nnsight.util import from_import_path
+
+    import_path, _, suffix = model_key.partition(":")
+    try:
+        wrapper = from_import_path(import_path)
+        data = json.loads(suffix)
+    except Exception:  # noqa: BLE001 - not a key this integration reads: nnsight reports it as before
+        return model_key
+    module = sys.modules.get(HUGGINGFACE_MODULE)
+    if module is None or not (isinstance(wrapper, type) and issubclass(wrapper, module.HuggingFaceModel)):
+        return model_key
+    if not isinstance(data, dict):
+        return model_key
+    data["trust_remote_code"] = bool(trust_remote_code)
+    return f"{import_path}:{json.dumps(data)}"
+
+
 # -- nnsight.modeling.huggingface ---------------------------------------------------------------------------
 def patch_huggingface(module: ModuleType) -> None:
     """Patch ``HuggingFaceModel`` (the base of every nnsight HuggingFace wrapper)."""
@@ -180,9 +228,28 @@ def _placement(kwargs: dict[str, Any], plan: Any) -> dict[str, Any]:
             placement.update({k: v for k, v in value.items() if k not in PLAN_OWNED and k not in plan.load_kwargs})
         else:
             placement[name] = value
-    device = placement.pop("device", None)
-    if device is not None and placement.get("device_map") is None:
-        placement["device_map"] = device
+    return _device_as_device_map(placement)
+
+
+def _device_as_device_map(placement: dict[str, Any]) -> dict[str, Any]:
+    """``device=`` (``transformers.pipeline``'s argument) as the ``device_map`` a real load takes.
+
+    NDIF places a one-GPU replica with ``device=<index>``; ``from_pretrained`` has no such argument and hands
+    it to the model's constructor. Read as the pipeline reads it: a non-negative index is that CUDA device, or
+    the CPU on a machine without CUDA; a negative index is the CPU; a name or ``torch.device`` is that device.
+    An explicit ``device_map`` wins.
+    """
+    if "device" not in placement:
+        return placement
+    placement = dict(placement)
+    device = placement.pop("device")
+    if device is None or placement.get("device_map") is not None:
+        return placement
+    if isinstance(device, int) and not isinstance(device, bool):
+        import torch
+
+        device = f"cuda:{device}" if device >= 0 and torch.cuda.is_available() else "cpu"
+    placement["device_map"] = {"": str(device)}
     return placement
 
 
@@ -244,7 +311,8 @@ def _huggingface_module() -> ModuleType:
 def _plan_for_key(cls: type, data: dict[str, Any]) -> Any:
     from .nnsight_plan import SplitKwargs, auto_classes_for_task, resolve_plan
 
-    split = SplitKwargs(plan={"trust_remote_code": True} if data.get("trust_remote_code") else {})
+    trust = data.get("trust_remote_code")  # omitted by nnsight unless true; an explicit false is a server's decision
+    split = SplitKwargs(plan={} if trust is None else {"trust_remote_code": bool(trust)})
     auto = auto_classes_for_task(data.get("task"), getattr(cls, "AUTO_CLASS", DEFAULT_TASK_AUTO_CLASS))
     return resolve_plan(str(data.get("repo_id")), data.get("revision"), split, auto)
 

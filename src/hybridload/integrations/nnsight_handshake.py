@@ -147,6 +147,7 @@ def check_request(module: Any, entry: Any) -> None:
 
     entry = _checked(entry)
     server_plan = getattr(module, "hybridload_plan", None)
+    _check_deployment_trust(module, entry.get("plan"), server_plan)
     served = signature(module, server_plan)
     client_plan = entry.get("plan")
     facts = plan_differences(client_plan, server_plan)
@@ -189,6 +190,47 @@ def check_request(module: Any, entry: Any) -> None:
         "and attn_implementation), or deploy the model the client traced."
     )
     raise TreeMismatchError("\n".join(lines), diff)
+
+
+#: set on a served module by a server that decides trust per deployment (NDIF): the deployment's trust_remote_code
+DEPLOYMENT_TRUST_ATTR = "hybridload_deployment_trust"
+
+
+def _runs_remote_code(plan: Mapping[str, Any]) -> bool:
+    return "remote" in (plan.get("model_class_source"), plan.get("config_class_source"))
+
+
+def _check_deployment_trust(module: Any, client_plan: Mapping[str, Any] | None, server_plan: Any) -> None:
+    """Refuse (DeploymentTrustError) a request whose plan decided trust otherwise than the serving deployment.
+
+    Only where the decision matters: the client's plan or the served plan runs the repository's remote code.
+    For a repository without remote code both decisions load the same classes, so they never disagree.
+    """
+    deployment_trust = getattr(module, DEPLOYMENT_TRUST_ATTR, None) if module is not None else None
+    if deployment_trust is None or client_plan is None:
+        return
+    client_trust = bool(client_plan.get("trust_remote_code"))
+    served_code = server_plan is not None and server_plan.uses_remote_code
+    if client_trust == bool(deployment_trust) or not (_runs_remote_code(client_plan) or served_code):
+        return
+    from ..errors import DeploymentTrustError
+
+    repo = client_plan.get("repo")
+    if client_trust:
+        why = (
+            f"the request was traced against {client_plan.get('model_class')} from the remote code of {repo} "
+            "(trust_remote_code=True), and this deployment does not run remote code (trust_remote_code=False)"
+        )
+        fix = "trace against the model built with trust_remote_code=False, or ask the operator for a trusted deployment"
+    else:
+        why = (
+            f"this deployment runs the remote code of {repo} (trust_remote_code=True), and the request was traced "
+            f"against a plan that does not trust it (trust_remote_code=False, {client_plan.get('model_class')})"
+        )
+        fix = "build the client model with trust_remote_code=True after reviewing the code"
+    raise DeploymentTrustError(
+        f"hybridload: refusing to run this request: {why}. The server decides trust per deployment; {fix}."
+    )
 
 
 def _plan_text(plan: Mapping[str, Any] | None) -> str:

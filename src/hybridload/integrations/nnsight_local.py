@@ -17,13 +17,33 @@ kernels. ``HYBRIDLOAD_STRICT=1`` refuses any stand-in (see :func:`hybridload.dis
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
-from typing import Any
+from contextvars import ContextVar
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping
 
 from ..errors import HybridloadError, KernelUnavailableError
 
 logger = logging.getLogger(__name__)
+
+_DISPATCH_OPTIONS: ContextVar[Mapping[str, Any]] = ContextVar("hybridload_nnsight_dispatch_options", default=MappingProxyType({}))
+
+
+@contextlib.contextmanager
+def dispatch_options(**options: Any) -> Iterator[None]:
+    """Extra :func:`hybridload.dispatch` arguments (``strict``, ``verify_tree``, ``low_memory``,
+    ``kernel_fallback``) for the nnsight real loads inside this block, in this thread or task only.
+
+    For a server whose loader is nnsight's own (NDIF calls ``from_model_key(key, dispatch=True, ...)``): the
+    wrapper's keyword arguments are the model's, so the deployment's dispatch settings travel here instead.
+    """
+    token = _DISPATCH_OPTIONS.set(MappingProxyType({**_DISPATCH_OPTIONS.get(), **options}))
+    try:
+        yield
+    finally:
+        _DISPATCH_OPTIONS.reset(token)
 
 
 def _cuda() -> bool:
@@ -36,6 +56,7 @@ def real_load(plan: Any, **placement: Any) -> Any:
     """:func:`hybridload.dispatch` of ``plan``; on a CPU-only machine missing a kernel, the retry described above."""
     from ..serve.dispatch import dispatch
 
+    placement = {**_DISPATCH_OPTIONS.get(), **placement}
     try:
         return dispatch(plan, **placement)
     except Exception as first:
