@@ -22,9 +22,11 @@ imports Ray, torch, nnsight and NDIF, and needs Python >= 3.12 (NDIF's floor).
 """
 from __future__ import annotations
 
-import hybridload  # noqa: F401 - first: nnsight is patched before NDIF or any model code imports it
+from .install import install
 
-import gc
+install()  # first: nnsight is routed through the plan before NDIF or any model code imports it
+
+import gc  # noqa: E402
 import logging
 import sys
 import time

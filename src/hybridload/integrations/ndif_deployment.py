@@ -103,7 +103,7 @@ def replica_report(model_key: str, module: Any, settings: DeploymentSettings, de
     plan = getattr(module, "hybridload_plan", None)
     report = getattr(module, "hybridload_kernel_report", None)
     if report is None:
-        from ..serve.report import kernel_report
+        from ..serve.kernel_report import kernel_report
 
         report = kernel_report(module)
     return {

@@ -15,7 +15,9 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 2 or args[0] != "-m":
         raise SystemExit(f"usage: hybridload-ndif-runner -m MODULE [ARGS...] (got {args!r})")
-    import hybridload  # noqa: F401 - before the runner imports nnsight
+    from .install import install
+
+    install()  # before the runner imports nnsight
 
     module = args[1]
     sys.argv = [module, *args[2:]]
