@@ -48,6 +48,24 @@ def test_config_default_entries_are_exactly_the_4x_attributes_5x_lacks() -> None
             getattr(bare, entry.name)
 
 
+def read_as_remote_code(obj, name):
+    """``getattr(obj, name)`` from a frame of remote code (the reads hybridload records as the model's needs)."""
+    namespace = {"__name__": "transformers_modules.hl_test.modeling_reader", "obj": obj, "name": name}
+    exec("value = getattr(obj, name)", namespace)
+    return namespace["value"]
+
+
+def test_reads_by_other_code_are_answered_but_not_recorded() -> None:
+    """A pipeline's ``getattr(config, "prefix", None)`` is not something the model needs."""
+    with compat.compat_window() as record:
+        config = _remote_config_class()()
+        assert config.prefix is None
+    assert record.fired == []
+    with compat.compat_window() as record:
+        assert read_as_remote_code(config, "prefix") is None
+    assert record.fired == ["config.prefix"]
+
+
 def test_remote_config_made_outside_a_window_is_adapted_by_the_window_that_builds_from_it() -> None:
     cls = _remote_config_class()
     config = cls(hidden_size=4)
@@ -55,7 +73,7 @@ def test_remote_config_made_outside_a_window_is_adapted_by_the_window_that_build
         config.pad_token_id
     missing = _missing_here()
     with compat.compat_window(config) as record:
-        values = {e.name: getattr(config, e.name) for e in missing}
+        values = {e.name: read_as_remote_code(config, e.name) for e in missing}
     assert values == {e.name: e.default for e in missing}
     assert set(record.fired) == {e.id for e in missing}  # inert entries (answered by transformers) never fire
     assert config.pad_token_id is None and config.tie_word_embeddings is True  # still answered afterwards
@@ -66,8 +84,9 @@ def test_explicit_values_win_and_only_missing_names_are_served() -> None:
     with compat.compat_window() as record:
         cls = _remote_config_class()  # remote classes are created inside windows (AutoConfig is wrapped)
         config = cls(pad_token_id=3, tie_word_embeddings=False)
-        assert config.pad_token_id == 3 and config.tie_word_embeddings is False
-        assert config.eos_token_id is None
+        assert read_as_remote_code(config, "pad_token_id") == 3
+        assert read_as_remote_code(config, "tie_word_embeddings") is False
+        assert read_as_remote_code(config, "eos_token_id") is None
     assert record.fired == ["config.eos_token_id"]
 
 
@@ -119,7 +138,8 @@ def test_remote_config_defined_inside_a_window_is_adapted_at_creation(remote) ->
     folder = remote("forced_bos")
     with compat.observe() as seen:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
-        assert config.forced_eos_token_id == 2  # passed to super().__init__ (5.x drops it; kept as 4.x did)
+        # passed to super().__init__ (5.x drops it; kept as 4.x did)
+        assert read_as_remote_code(config, "forced_eos_token_id") == 2
     assert is_remote_class(type(config))
     assert "config.forced_bos_token_id" in seen.fired  # read by the remote __init__
     assert "config.generation_kwargs" in seen.fired
