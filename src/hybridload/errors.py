@@ -58,4 +58,13 @@ class CheckpointError(HybridloadError, RuntimeError):
     """A checkpoint is corrupt, truncated, incomplete or does not fit the model."""
 
 
+class QuantizationError(PlanError):
+    """A pre-quantized checkpoint's format is unsupported, inconsistent, or does not fit the model tree.
+
+    Raised before any weight is read: the quantization config names an algorithm hybridload cannot build or
+    serve (e.g. NVFP4_AWQ, W4A8), a required field is missing or malformed, or the config and the
+    checkpoint's ``hf_quant_config.json`` disagree.
+    """
+
+
 __all__ = [name for name in dir() if name.endswith("Error")]

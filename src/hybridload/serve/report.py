@@ -23,6 +23,8 @@ REAL = "real"
 STAND_IN = "stand-in"
 TWIN = "twin (pure PyTorch)"
 FALLBACK = "hybridload triton fallback"
+KERNEL = "hybridload triton kernel"  # a hybridload module's own Triton path (quantized linears, grouped MoE)
+REFERENCE_PATH = "pure PyTorch (reference)"  # a hybridload module on its slow reference path: refused by strict
 _ARCH = re.compile(rb"sm_(\d{2,3})a?")
 
 
@@ -51,8 +53,8 @@ class KernelReport:
         return [e for e in self.entries if e.status == TWIN]
 
     def unacceptable(self) -> list[KernelEntry]:
-        """What strict mode refuses: stand-ins, and twins (a silent pure-torch path on a server)."""
-        return [e for e in self.entries if e.status in (STAND_IN, TWIN)]
+        """What strict mode refuses: stand-ins, twins and reference paths (a silent pure-torch path on a server)."""
+        return [e for e in self.entries if e.status in (STAND_IN, TWIN, REFERENCE_PATH)]
 
     def to_dict(self) -> dict[str, Any]:
         return {"entries": [asdict(e) for e in self.entries]}
@@ -220,6 +222,10 @@ def _walk_globals(model: Any) -> Iterable[KernelEntry]:
 
 def _walk_modules(model: Any) -> Iterable[KernelEntry]:
     for path, module in model.named_modules():
+        describe = getattr(module, "hybridload_kernel_entry", None)  # hybridload's own modules describe themselves
+        if callable(describe):
+            yield describe(path or "<root>")
+            continue
         cls = type(module)
         twin_of = getattr(cls, "__hybridload_twin_of__", None)
         if twin_of:
