@@ -62,7 +62,9 @@ def build_signature(out: Path) -> None:
 
     plan = hybridload.resolve(str(out), trust_remote_code=True)
     model = load_quantized(hybridload.load_meta(plan), out)
-    text = hybridload.signature(model).to_json()
+    from hybridload.quant import signature_header
+
+    text = hybridload.signature(model, header=signature_header(model)).to_json()
     (out / "reference_signature.json").write_text(text if text.endswith("\n") else text + "\n")
 
 
