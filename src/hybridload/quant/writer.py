@@ -138,7 +138,7 @@ def write_nvfp4_checkpoint(
 
     from .. import __version__
 
-    save_file({k: v.contiguous() for k, v in sorted(state.items())}, str(out / "model.safetensors"), metadata={"format": "pt"})
+    save_file({k: v.detach().cpu().contiguous() for k, v in sorted(state.items())}, str(out / "model.safetensors"), metadata={"format": "pt"})
     producer = {"name": "hybridload", "version": __version__}
     hf_quant = {
         "producer": producer,
