@@ -198,24 +198,23 @@ def moe_case(bw: float, experts: int = 128, topk: int = 6, n: int = 3712, k: int
     return row
 
 
+SWEEP_CONFIGS = [(16, 512, 4), (32, 256, 4), (32, 512, 4), (64, 256, 4), (64, 512, 8), (128, 256, 8)]
+
+
 def sweep(bw: float) -> list[dict]:
+    """M=1 at 4096x4096 for a few (BLOCK_N, BLOCK_K, num_warps), split-K filling the GPU: tuning data."""
     rows = []
-    for n, k in DECODE_SHAPES:
-        for block_n in (16, 32, 64):
-            for block_k in (256, 512):
-                for warps in (4, 8):
-                    for split in (1, 0):
-                        sms = torch.cuda.get_device_properties(0).multi_processor_count
-                        tiles = -(-n // block_n)
-                        split_k = max(1, min(-(-2 * sms // tiles), k // block_k, 16)) if split == 0 else 1
-                        config = {"BLOCK_M": 16, "BLOCK_N": block_n, "BLOCK_K": block_k, "SPLIT_K": split_k,
-                                  "num_warps": warps, "num_stages": 3}
-                        try:
-                            row = linear_case(1, n, k, bw, config)
-                        except Exception as exc:  # noqa: BLE001 - a config that does not compile is recorded
-                            row = {"N": n, "K": k, "config": config, "error": f"{type(exc).__name__}: {exc}"[:300]}
-                        rows.append(row)
-                        print(json.dumps({k2: row.get(k2) for k2 in ("N", "K", "config", "w4a16_graph_us", "packed_bw_fraction_of_copy", "error")}), flush=True)
+    n, k = DECODE_SHAPES[0]
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    for block_n, block_k, warps in SWEEP_CONFIGS:
+        split_k = max(1, min(-(-2 * sms // -(-n // block_n)), k // block_k, 16))
+        config = {"BLOCK_M": 16, "BLOCK_N": block_n, "BLOCK_K": block_k, "SPLIT_K": split_k, "num_warps": warps, "num_stages": 3}
+        try:
+            row = linear_case(1, n, k, bw, config)
+        except Exception as exc:  # noqa: BLE001 - a config that does not compile is recorded, not fatal
+            row = {"N": n, "K": k, "config": config, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        rows.append(row)
+        print("sweep", json.dumps({key: row.get(key) for key in ("config", "w4a16_graph_us", "packed_bw_fraction_of_copy", "error")}), flush=True)
     return rows
 
 

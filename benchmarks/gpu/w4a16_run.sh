@@ -17,20 +17,20 @@ if ls .whl/*.whl > /dev/null 2>&1; then  # nvidia-modelopt and its missing depen
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && site=/tmp/site
 fi
 if [[ " $parts " == *" tests "* ]]; then
-  PYTHONPATH=src:$site HYBRIDLOAD_DISABLE=1 timeout ${TESTS_TIMEOUT:-170} python3 -m pytest -q -p no:cacheprovider \
+  PYTHONPATH=src:$site HYBRIDLOAD_DISABLE=1 timeout ${TESTS_TIMEOUT:-150} python3 -m pytest -q -p no:cacheprovider \
     --import-mode=importlib tests/quant/test_w4a16_gpu.py tests/quant/test_example_gpu.py tests/quant/test_modelopt_parity.py \
     -rfEs 2>&1 | tail -n 60 > "$out/gpu-tests.log"
   tail -n 3 "$out/gpu-tests.log"
 fi
 if [[ " $parts " == *" probe "* ]]; then
-  PYTHONPATH=tests/fakekernels:src HYBRIDLOAD_DISABLE=1 timeout 90 python3 tests/quant/example_probe.py cuda "$out/example" \
+  PYTHONPATH=tests/fakekernels:src HYBRIDLOAD_DISABLE=1 timeout 60 python3 tests/quant/example_probe.py cuda "$out/example" \
     > "$out/example.log" 2>&1; echo "example probe rc=$?"
 fi
 if [[ " $parts " == *" bench "* ]]; then
-  PYTHONPATH=src HYBRIDLOAD_DISABLE=1 timeout ${BENCH_TIMEOUT:-300} python3 benchmarks/w4a16.py --out "$out/w4a16-h100.json" "$@" \
+  PYTHONPATH=src HYBRIDLOAD_DISABLE=1 timeout ${BENCH_TIMEOUT:-210} python3 benchmarks/w4a16.py --out "$out/w4a16-h100.json" "$@" \
     2>&1 | tee "$out/w4a16.log"
 fi
 if [[ " $parts " == *" model "* ]]; then
-  PYTHONPATH=tests/fakekernels:src HYBRIDLOAD_DISABLE=1 timeout ${MODEL_TIMEOUT:-240} python3 benchmarks/w4a16_model.py \
+  PYTHONPATH=tests/fakekernels:src HYBRIDLOAD_DISABLE=1 timeout ${MODEL_TIMEOUT:-150} python3 benchmarks/w4a16_model.py \
     --out "$out/w4a16-model-h100.json" 2>&1 | tail -n 30 > "$out/w4a16-model.log"; tail -n 5 "$out/w4a16-model.log"
 fi
