@@ -19,7 +19,14 @@ import torch
 import hybridload
 from hybridload.quant import load_quantized, read_format, write_nvfp4_checkpoint
 
-import modelopt.torch.quantization as mtq  # noqa: E402 - the test extra installs nvidia-modelopt
+
+
+def _mtq():
+    """Model Optimizer's quantization API (the test extra installs nvidia-modelopt); imported when a test
+    runs, not at collection, so other tests never see what it registers on import."""
+    import modelopt.torch.quantization as mtq
+
+    return mtq
 
 
 def _tiny_llama():
@@ -35,6 +42,7 @@ def _tiny_llama():
 def exports(tmp_path_factory) -> dict:
     from modelopt.torch.export import export_hf_checkpoint
 
+    mtq = _mtq()
     root = tmp_path_factory.mktemp("parity")
     model = _tiny_llama()
     calibration = [torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(i)) for i in range(2)]
@@ -120,7 +128,7 @@ def test_modelopt_checkpoint_served_on_gpu_matches_modelopt_fake_quant_forward(e
     ours, backends = _served_logits(folder, batch, "cuda")
     assert backends == {"triton-w4a16": 14}
     reference = exports["modelopt_model"].cuda()
-    mtq.disable_quantizer(reference, "*input_quantizer")
+    _mtq().disable_quantizer(reference, "*input_quantizer")
     with torch.no_grad():
         theirs = reference(batch.cuda()).logits.float().cpu()
     rel = float((ours - theirs).norm() / theirs.norm())
