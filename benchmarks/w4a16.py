@@ -241,13 +241,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "w4a16-h100.json")
     parser.add_argument("--sweep", action="store_true", help="also time a grid of tile configs at M=1")
     parser.add_argument("--quick", action="store_true", help="decode shapes only")
+    parser.add_argument("--lean", action="store_true", help="M=1 and 16 decode, M=64 and 2048 prefill, MoE at one token")
     args = parser.parse_args()
     torch.manual_seed(0)
     bw = copy_bandwidth()
     result = {"environment": environment(), "copy_bandwidth_gbps": bw / 1e9, "decode": [], "prefill": [], "moe": []}
     print(json.dumps(result["environment"]), f"copy {bw / 1e9:.0f} GB/s", flush=True)
     for n, k in DECODE_SHAPES:
-        for m in (1, 4, 16):
+        for m in ((1, 16) if args.lean else (1, 4, 16)):
             row = linear_case(m, n, k, bw)
             result["decode"].append(row)
             print(f"decode M={m:<3} {n}x{k}: w4a16 {row['w4a16_graph_us']:.1f} us (graph) / {row['w4a16_eager_us']:.1f} eager; "
@@ -257,12 +258,12 @@ def main() -> None:
                   flush=True)
     if not args.quick:
         for n, k in PREFILL_SHAPES:
-            for m in (32, 64, 128, 2048, 4096):
+            for m in ((64, 2048) if args.lean else (32, 64, 128, 2048, 4096)):
                 row = linear_case(m, n, k, bw)
                 result["prefill"].append(row)
                 print(f"prefill M={m:<5} {n}x{k}: w4a16 {row['w4a16_graph_us']:.1f} us, bf16 {row['bf16_graph_us']:.1f} us: "
                       f"x{row['speedup_vs_bf16_graph']:.2f} of bf16 throughput", flush=True)
-        for tokens in (1, 4):
+        for tokens in ((1,) if args.lean else (1, 4)):
             row = moe_case(bw, tokens=tokens)
             result["moe"].append(row)
             print(f"moe decode T={tokens} 128 experts top6 {row['N']}x{row['K']}: w4a16 {row['w4a16_graph_us']:.1f} us (graph) / "
