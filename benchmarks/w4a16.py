@@ -198,7 +198,7 @@ def moe_case(bw: float, experts: int = 128, topk: int = 6, n: int = 3712, k: int
     return row
 
 
-SWEEP_CONFIGS = [(16, 512, 4), (32, 256, 4), (32, 512, 4), (64, 256, 4), (64, 512, 8), (128, 256, 8)]
+SWEEP_CONFIGS = [(32, 128, 4), (16, 512, 4), (32, 256, 4), (32, 512, 4), (64, 256, 4), (64, 512, 8), (128, 256, 8)]
 
 
 def sweep(bw: float) -> list[dict]:

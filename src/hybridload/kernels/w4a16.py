@@ -107,11 +107,17 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
+def _block_k(kp: int) -> int:
+    """128 packed inputs a step: at 32 rows x 4 warps the sm_90a build needs 128 registers and no spills
+    (4 programs per SM); 256 takes 254 registers (2 per SM) -- ptxas -v, benchmarks/w4a16_aot.py."""
+    return 128 if kp >= 128 else max(32, 1 << (kp - 1).bit_length())
+
+
 def _gemm_config(m: int, n: int, kp: int, device: torch.device) -> dict:
     """Tile sizes for the skinny GEMM; split-K fills the GPU when N alone gives too few programs."""
     block_m = 16 if m <= 16 else 32 if m <= 32 else 64
     block_n = 32
-    block_k = 256 if kp >= 256 else max(32, 1 << (kp - 1).bit_length())
+    block_k = _block_k(kp)
     sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" else 4
     tiles = -(-n // block_n) * -(-m // block_m)
     split_k = max(1, min(-(-2 * sms // tiles), kp // block_k, 16))
@@ -119,7 +125,7 @@ def _gemm_config(m: int, n: int, kp: int, device: torch.device) -> dict:
 
 
 def _moe_config(n: int, kp: int) -> dict:
-    block_k = 256 if kp >= 256 else max(32, 1 << (kp - 1).bit_length())
+    block_k = _block_k(kp)
     return {"BLOCK_M": MOE_BLOCK_M, "BLOCK_N": 32, "BLOCK_K": block_k, "num_warps": 4, "num_stages": 4}
 
 
