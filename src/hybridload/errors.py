@@ -102,15 +102,22 @@ class CheckpointError(HybridloadError, RuntimeError):
     """A checkpoint is corrupt, truncated, incomplete or does not fit the model."""
 
 
-__all__ = [name for name in dir() if name.endswith("Error")]
+class QuantizationError(HybridloadError, ValueError):
+    """A pre-quantized checkpoint's format is unsupported, inconsistent, or does not fit the model tree.
+
+    Raised before any weight is read: the quantization config names an algorithm hybridload cannot build or
+    serve (e.g. NVFP4_AWQ, W4A8), a required field is missing or malformed, or the config and the
+    checkpoint's ``hf_quant_config.json`` disagree.
+    """
 
 
+# -- served-side deployments (NDIF) ---------------------------------------------------------------------------
 class DeploymentSettingsError(HybridloadError, ValueError):
     """A deployment setting (an environment variable a served-side integration reads) has an unreadable value."""
 
 
-class DeploymentTrustError(TrustError):
+class DeploymentTrustError(HybridloadError, ValueError):
     """A request's load plan decided trust_remote_code differently from the deployment that serves it."""
 
 
-__all__ += ["DeploymentSettingsError", "DeploymentTrustError"]
+__all__ = [name for name in dir() if name.endswith("Error")]

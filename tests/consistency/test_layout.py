@@ -2,7 +2,7 @@
 itself only.
 
 Layers (lowest first): errors/_env/_version <- hooks, tree <- kernels, reference, twins, substitutes <- shim,
-compat <- plan <- build <- load <- serve <- integrations, examples <- cli <- the package root. An import (at
+compat, quant <- plan <- build <- load <- serve <- integrations, examples <- cli <- the package root. An import (at
 any depth of a module, function-level included) may only point at its own layer or a lower one, and no two
 subpackages may import each other, directly or around a cycle.
 """
@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"errors", "_env", "_version"},
     {"hooks", "tree"},
     {"kernels", "reference", "twins", "substitutes"},
-    {"shim", "compat"},
+    {"shim", "compat", "quant"},
     {"plan"},
     {"build"},
     {"load"},
@@ -43,6 +43,8 @@ def _imports() -> dict[tuple[str, str], list[str]]:
     """(importing unit, imported unit) -> the modules where that import is written."""
     edges: dict[tuple[str, str], list[str]] = collections.defaultdict(list)
     for path in PACKAGE.rglob("*.py"):
+        if path.name == "make_example.py":
+            continue  # a bundled example's generator: a script run on its own (it uses the public API), never imported
         relative = path.relative_to(PACKAGE.parent).with_suffix("")
         module = ".".join(relative.parts)
         is_package = module.endswith(".__init__")
@@ -104,10 +106,12 @@ def test_no_import_cycles_between_subpackages():
 
 def test_file_names_mean_one_thing():
     """A module name appears in one subpackage only, except per-kernel-package modules (``fla.py`` in
-    reference/ and twins/ is fla's reference and fla's twins) and ``__init__``."""
+    reference/ and twins/ is fla's reference and fla's twins), ``__init__`` and the bundled example repositories."""
     per_kernel_package = {"fla", "flash_attn", "mamba_ssm", "causal_conv1d", "apex"}
     seen: dict[str, list[str]] = collections.defaultdict(list)
     for path in PACKAGE.rglob("*.py"):
+        if "examples" in path.relative_to(PACKAGE).parts[:1]:
+            continue  # each bundled example is a model repository of its own (its remote code, its generator)
         if path.stem not in ("__init__",) and path.stem not in per_kernel_package:
             seen[path.stem].append(str(path.parent.relative_to(PACKAGE)))
     assert {name: dirs for name, dirs in seen.items() if len(dirs) > 1} == {}

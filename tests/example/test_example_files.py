@@ -25,7 +25,7 @@ FILES = [
 
 
 def test_path_finds_the_bundled_example(example_dir):
-    assert hybridload.examples.names() == ["hybrid_tiny"]
+    assert hybridload.examples.names() == ["hybrid_tiny", "hybrid_tiny_nvfp4"]
     assert example_dir.name == "hybrid_tiny" and example_dir.is_dir()
     assert all((example_dir / name).is_file() for name in FILES)
 

@@ -65,6 +65,10 @@ def finish_meta(built: Any, plan: LoadPlan, record: BuildRecord, what: str) -> A
     check_built(built, plan, what)
     if any(t.device.type != "meta" for t in [*built.parameters(), *built.buffers()]):
         built.to("meta")  # a constructor that pinned a tensor to a device: the meta tree holds no storage
+    if plan.quantization is not None and getattr(built, "hybridload_quant_record", None) is None:
+        from ..quant.meta_tree import quantize_meta_tree
+
+        quantize_meta_tree(built, plan.quantization)  # the tree the server holds: packed weights and scales
     check_attention(built, plan, what)
     built.hybridload_plan = plan
     built.hybridload_build_report = record

@@ -216,6 +216,21 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _quantization(config: Mapping[str, Any], files: RepoFiles) -> dict[str, Any] | None:
+    """The pre-quantized checkpoint's format (config.json, plus Model Optimizer's hf_quant_config.json)."""
+    from ..quant.formats import HF_QUANT_CONFIG, detect_format
+
+    hf_quant_config = None
+    try:
+        path = files.path(HF_QUANT_CONFIG)
+    except MissingFile:
+        path = None
+    if path is not None:
+        hf_quant_config = read_config_json(path, files.where(HF_QUANT_CONFIG))
+    fmt = detect_format(config, hf_quant_config)
+    return fmt.to_dict() if fmt is not None else None
+
+
 def _requested_attention(argument: str | None, config: Mapping[str, Any]) -> tuple[str | None, str]:
     """The attention implementation asked for, and where the request came from."""
     if argument is not None:
@@ -248,6 +263,7 @@ def _resolve(
     model_type = require_model_type(config, where)
     validate_layer_patterns(config, where)
 
+    quantization = _quantization(config, files)
     auto_map = config.get("auto_map") if isinstance(config.get("auto_map"), dict) else {}
     candidate_refs = [
         parse_ref(k, v, where) for k, v in auto_map.items() if (k == "AutoConfig" or k == auto_class) and v is not None
@@ -314,6 +330,7 @@ def _resolve(
         load_kwargs=load_kwargs,
         versions=_versions(),
         auto_map_unused=choice.unused,
+        quantization=quantization,
         trust_confirmation=EXPLICIT if trust_remote_code is True else None,
     )
 

@@ -70,6 +70,8 @@ class LoadPlan:
     versions: Mapping[str, str] = field(default_factory=dict)
     #: auto_map entries this plan does not use (other heads, tokenizers living elsewhere): recorded, not run
     auto_map_unused: Mapping[str, Any] = field(default_factory=dict)
+    #: the pre-quantized checkpoint's format (``hybridload.quant.QuantFormat.to_dict()``), None if unquantized
+    quantization: Mapping[str, Any] | None = None
     schema: int = SCHEMA
     #: how this process confirmed ``trust_remote_code=True`` ("explicit argument"); never serialised: a plan
     #: read from a file (a lock, a request) carries the decision as a record, not as a grant
@@ -80,6 +82,8 @@ class LoadPlan:
         object.__setattr__(self, "load_kwargs", _frozen_mapping(self.load_kwargs))
         object.__setattr__(self, "versions", _frozen_mapping(self.versions))
         object.__setattr__(self, "auto_map_unused", _frozen_mapping(self.auto_map_unused))
+        if self.quantization is not None:
+            object.__setattr__(self, "quantization", _frozen_mapping(self.quantization))
 
     def __hash__(self) -> int:
         return hash(self.to_json())
@@ -184,6 +188,7 @@ class LoadPlan:
             "trust_remote_code": self.trust_remote_code,
             "trust_reason": self.trust_reason,
             "dtype": self.dtype,
+            "quantization": None if self.quantization is None else dict(self.quantization),
             "attn_implementation": {
                 "requested": self.attn_implementation,
                 "built": self.attn_implementation_built,
@@ -229,6 +234,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "attn_implementation": (str, type(None)),
     "attn_implementation_built": (str,),
     "attn_note": (str,),
+    "quantization": (dict, type(None)),
 }
 
 

@@ -194,8 +194,9 @@ def fingerprint(folder: Path, files: Iterable[str]) -> str:
 
 
 def fingerprint_files(folder: Path) -> list[str]:
-    """The files a local fingerprint covers: config.json and every Python file (the code that may run)."""
-    found = ["config.json"] if (folder / "config.json").is_file() else []
+    """The files a local fingerprint covers: config.json, a Model Optimizer ``hf_quant_config.json`` (it decides
+    the tree of a pre-quantized checkpoint) and every Python file (the code that may run)."""
+    found = [name for name in ("config.json", "hf_quant_config.json") if (folder / name).is_file()]
     for path in folder.rglob("*.py"):
         rel = path.relative_to(folder)
         if any(part.startswith(".") or part == "__pycache__" for part in rel.parts):

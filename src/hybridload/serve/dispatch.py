@@ -8,7 +8,7 @@ Order of work (each step exists because of a failure seen in practice):
 3. load, in one build session: ``from_pretrained`` with the plan's commit, trust, dtype and attention
    (:func:`~hybridload.serve.real.load_real`), or with ``low_memory=True`` a meta build of the same plan
    streamed from the checkpoint with transformers' own checkpoint conversions; both refuse a checkpoint that
-   does not fill the tree exactly;
+   does not fill the tree exactly. A pre-quantized (packed) checkpoint always streams into its quantized tree;
 4. ``kernel_report``; in strict mode refuse a model that can reach a stand-in (or a pure-torch twin);
 5. with ``verify_tree=True`` compare the served tree's signature with the plan's meta build (or the lock's).
 """
@@ -116,6 +116,34 @@ def _stream(plan: LoadPlan, placement: dict[str, Any], kernel_fallback: str, all
     return loaded
 
 
+#: a pre-quantized (packed) checkpoint streams into the quantized tree on both paths: placement it honours
+_QUANTIZED_PLACEMENT = frozenset({"device_map"})
+
+
+def _quantized(plan: LoadPlan, placement: dict[str, Any], kernel_fallback: str, allow_incomplete: bool) -> Any:
+    """A pre-quantized checkpoint (modelopt NVFP4/FP8, compressed-tensors NVFP4): the quantized meta tree of
+    the plan, the packed shards streamed into it verbatim (transformers cannot load these on Hopper)."""
+    from .quantized import load_quantized
+
+    refused = sorted(set(placement) - _QUANTIZED_PLACEMENT)
+    if refused or allow_incomplete:
+        names = refused + (["allow_incomplete_checkpoint"] if allow_incomplete else [])
+        raise PlanError(
+            f"a pre-quantized {plan.quantization['method']} checkpoint is streamed into its packed tree, which "
+            f"cannot honour {', '.join(names)}; it takes device_map"
+        )
+    folder = checkpoint_dir(plan)
+    check_shards(folder)
+    ready(plan)
+    with build_session(session_spec(plan, "stream", kernel_fallback=kernel_fallback)) as record:
+        meta = build_meta_in_session(plan, record)
+    loaded = load_quantized(meta, folder, device_map=placement.get("device_map"), dtype=plan.dtype, fmt=plan.quantization)
+    from .real import CheckpointCoverage
+
+    loaded.hybridload_checkpoint = CheckpointCoverage()
+    return loaded
+
+
 def dispatch(
     model: Any,
     *,
@@ -150,7 +178,9 @@ def dispatch(
     from ..shim.eviction import evict_tainted
 
     evict_tainted()
-    if low_memory:
+    if plan.quantization is not None and plan.quantization.get("method") != "fp8-block":
+        loaded = _quantized(plan, placement, chosen, allow_incomplete_checkpoint)
+    elif low_memory:
         loaded = _stream(plan, placement, chosen, allow_incomplete_checkpoint)
     else:
         loaded = load_real(plan, kernel_fallback=chosen, allow_incomplete_checkpoint=allow_incomplete_checkpoint, **placement)

@@ -16,26 +16,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterable
 
+from ..kernels.kernel_entry import FALLBACK, KERNEL, REAL, REFERENCE_PATH, STAND_IN, TWIN, KernelEntry
 from ..shim.packages import kernel_packages, top_level
 from ..shim.standins import is_stand_in
 
-REAL = "real"
-STAND_IN = "stand-in"
-TWIN = "twin (pure PyTorch)"
-FALLBACK = "hybridload triton fallback"
 _ARCH = re.compile(rb"sm_(\d{2,3})a?")
-
-
-@dataclass(frozen=True)
-class KernelEntry:
-    symbol: str  # where it is bound: "remote:modeling_x.rmsnorm_fn" or "backbone.layers.0.mixer.conv1d"
-    target: str  # the kernel symbol path
-    package: str
-    status: str  # REAL | STAND_IN | TWIN | FALLBACK
-    version: str | None = None
-    file: str | None = None
-    arch_covered: bool | None = None  # compiled code covers this GPU (None: cannot tell / no CUDA)
-    note: str = ""
 
 
 @dataclass
@@ -51,8 +36,8 @@ class KernelReport:
         return [e for e in self.entries if e.status == TWIN]
 
     def unacceptable(self) -> list[KernelEntry]:
-        """What strict mode refuses: stand-ins, and twins (a silent pure-torch path on a server)."""
-        return [e for e in self.entries if e.status in (STAND_IN, TWIN)]
+        """What strict mode refuses: stand-ins, twins and reference paths (a silent pure-torch path on a server)."""
+        return [e for e in self.entries if e.status in (STAND_IN, TWIN, REFERENCE_PATH)]
 
     def to_dict(self) -> dict[str, Any]:
         return {"entries": [asdict(e) for e in self.entries]}
@@ -220,6 +205,10 @@ def _walk_globals(model: Any) -> Iterable[KernelEntry]:
 
 def _walk_modules(model: Any) -> Iterable[KernelEntry]:
     for path, module in model.named_modules():
+        describe = getattr(module, "hybridload_kernel_entry", None)  # hybridload's own modules describe themselves
+        if callable(describe):
+            yield describe(path or "<root>")
+            continue
         cls = type(module)
         twin_of = getattr(cls, "__hybridload_twin_of__", None)
         if twin_of:

@@ -101,6 +101,9 @@ def build_header(model: Any, plan: Any = None, extra: Mapping[str, Any] | None =
         # transformers-4.x compatibility entries the build needed (recorded by load_meta / dispatch)
         "compat_entries": sorted(getattr(model, "hybridload_compat_entries", None) or []),
     }
+    quant_record = getattr(model, "hybridload_quant_record", None)  # a pre-quantized checkpoint's tree
+    if quant_record is not None:
+        header.update(quant_record.to_header())
     if extra:
         header = _merge(header, extra)
     return json_normalise(header)

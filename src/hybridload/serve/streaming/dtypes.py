@@ -7,7 +7,7 @@ as they are. An explicit ``dtype`` re-targets exactly the tensors that followed 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Collection
 
 import torch
 from transformers.core_model_loading import build_glob_alternation
@@ -32,8 +32,9 @@ def parse_dtype(dtype: Any) -> torch.dtype | None:
 class TargetDtypes:
     """key -> dtype the loaded tensor must have."""
 
-    def __init__(self, model: Any, dtype: torch.dtype | None) -> None:
+    def __init__(self, model: Any, dtype: torch.dtype | None, keep: Collection[str] = ()) -> None:
         self._meta = {name: t.dtype for name, t in model.state_dict(keep_vars=True).items()}
+        self._keep = frozenset(keep)  # loaded in their meta dtype, whatever dtype says (packed quantized tensors)
         self.build_dtype = build_dtype(model)
         self.dtype = dtype
         # from_pretrained computes the keep-in-fp32 plan from the load dtype, which is the build dtype
@@ -49,6 +50,8 @@ class TargetDtypes:
 
     def for_key(self, key: str) -> torch.dtype:
         meta_dtype = self._meta[key]
+        if key in self._keep:
+            return meta_dtype
         if self._plan_regex is not None:
             match = self._plan_regex.search(key)
             if match is not None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 import torch
 from accelerate.utils import set_module_tensor_to_device
@@ -74,11 +74,14 @@ def plan_stream(
     *,
     dtype: torch.dtype | str | None = None,
     key_mapping: dict[str, str] | None = None,
+    keep_dtype: Collection[str] = (),
+    skip_keys: Callable[[str], bool] | None = None,
+    allow_quantization_config: bool = False,
 ) -> StreamPlan:
     """Check that ``checkpoint_dir`` loads into ``model`` and return the plan (reads headers only)."""
-    _check_model(model)
+    _check_model(model, allow_quantization_config)
     with CheckpointReader(checkpoint_dir) as reader:
-        return _plan(model, reader, TargetDtypes(model, parse_dtype(dtype)), key_mapping)
+        return _plan(model, reader, TargetDtypes(model, parse_dtype(dtype), keep_dtype), key_mapping, skip_keys)
 
 
 def stream_load(
@@ -89,6 +92,9 @@ def stream_load(
     dtype: torch.dtype | str | None = None,
     key_mapping: dict[str, str] | None = None,
     max_memory: Mapping[Any, Any] | None = None,
+    keep_dtype: Collection[str] = (),
+    skip_keys: Callable[[str], bool] | None = None,
+    allow_quantization_config: bool = False,
 ) -> Any:
     """Load ``checkpoint_dir`` into the meta-built ``model`` in place and return it.
 
@@ -96,16 +102,19 @@ def stream_load(
     -> device, or "auto"/"balanced"/"balanced_low_0"/"sequential" (accelerate's ``infer_auto_device_map``).
     ``dtype``: None keeps the dtypes of the meta build (the plan's); a floating dtype re-targets the
     tensors that followed the build default. ``key_mapping``: regex -> replacement renames applied before
-    the model's own conversions (``from_pretrained``'s ``key_mapping``).
+    the model's own conversions (``from_pretrained``'s ``key_mapping``). ``keep_dtype``: model keys loaded
+    verbatim in their meta dtype whatever ``dtype`` says (packed quantized weights and their scales);
+    ``skip_keys``: checkpoint keys to leave unread (e.g. kv-cache scales no module holds);
+    ``allow_quantization_config``: the caller (``hybridload.quant``) has built the quantized tree itself.
     Raises CheckpointError (bad, incomplete or mismatched checkpoint) or PlanError (bad arguments); the
     model is then back on meta, exactly as passed.
     """
-    _check_model(model)
+    _check_model(model, allow_quantization_config)
     target_dtype = parse_dtype(dtype)
     placement = resolve_device_map(model, device_map, max_memory)
-    dtypes = TargetDtypes(model, target_dtype)
+    dtypes = TargetDtypes(model, target_dtype, keep_dtype)
     with CheckpointReader(checkpoint_dir) as reader:
-        plan = _plan(model, reader, dtypes, key_mapping)
+        plan = _plan(model, reader, dtypes, key_mapping, skip_keys)
         reader.staging_chunk_bytes = chunk_bytes_for(plan.largest_group_bytes)
         snapshot = ModelSnapshot(model)
         dispatched = False
@@ -137,7 +146,7 @@ def stream_load(
 # -- planning ----------------------------------------------------------------------------------------
 
 
-def _check_model(model: Any) -> None:
+def _check_model(model: Any, allow_quantization_config: bool = False) -> None:
     from transformers import PreTrainedModel
 
     if not isinstance(model, PreTrainedModel):
@@ -145,23 +154,31 @@ def _check_model(model: Any) -> None:
             f"stream_load needs a transformers PreTrainedModel built on meta (hybridload.load_meta), "
             f"got {type(model).__name__}."
         )
-    if getattr(model.config, "quantization_config", None) is not None:
+    if getattr(model.config, "quantization_config", None) is not None and not allow_quantization_config:
         raise PlanError(
-            f"{type(model).__name__} has a quantization_config: pre-quantized checkpoints need transformers' "
-            "quantizer, which the streaming loader does not run. Load it with from_pretrained."
+            f"{type(model).__name__} has a quantization_config: pre-quantized checkpoints need their quantized "
+            "tree, which stream_load does not build. Use hybridload.quant.load_quantized (NVFP4, FP8) or "
+            "from_pretrained."
         )
 
 
-def _plan(model: Any, reader: CheckpointReader, dtypes: TargetDtypes, key_mapping: dict | None) -> StreamPlan:
-    conversion = plan_conversion(model, reader.entries, key_mapping)
+def _plan(
+    model: Any,
+    reader: CheckpointReader,
+    dtypes: TargetDtypes,
+    key_mapping: dict | None,
+    skip_keys: Callable[[str], bool] | None = None,
+) -> StreamPlan:
+    entries = reader.entries if skip_keys is None else {k: v for k, v in reader.entries.items() if not skip_keys(k)}
+    conversion = plan_conversion(model, entries, key_mapping)
     _raise_if_incomplete(model, conversion, reader)
     meta_state = model.state_dict()
-    _check_shapes(model, conversion, reader.entries, meta_state, dtypes)
+    _check_shapes(model, conversion, entries, meta_state, dtypes)
     group_bytes = tuple(
         sum(meta_state[t].numel() * dtypes.for_key(t).itemsize for t in group.targets)
         for group in conversion.groups
     )
-    return StreamPlan(conversion=conversion, entries=reader.entries, group_bytes=group_bytes)
+    return StreamPlan(conversion=conversion, entries=entries, group_bytes=group_bytes)
 
 
 def _raise_if_incomplete(model: Any, plan: ConversionPlan, reader: CheckpointReader) -> None:

@@ -1,0 +1,278 @@
+"""W4A16 NVFP4 linear and grouped-MoE kernels for GPUs without FP4 tensor cores (Hopper: H100, H200).
+
+The weights stay packed (NVIDIA Model Optimizer layout: uint8 codes, float8_e4m3fn scale per 16 inputs,
+float32 per-tensor scale); activations stay bf16/fp16 (fp32 is accepted and computed exactly, slowly).
+
+* :func:`w4a16_linear` -- ``y = x @ W.T + bias``. M <= ``GEMM_MAX_M`` rows run the skinny Triton GEMM that
+  dequantizes each weight tile in registers (decode, short prefills); longer inputs dequantize the weight
+  into a transient bf16 buffer with a bandwidth-bound Triton kernel and hand it to cuBLAS.
+* :func:`w4a16_moe` -- grouped MoE projection for routed tokens: ``out[t, j] = x[t] @ W[topk_ids[t, j]].T``.
+  Expert ids are read on the device, so only the active experts' bytes are read and the launch has no
+  host sync: the call can be captured in a CUDA graph.
+
+Every function checks its whole contract before any launch (shapes of every companion tensor, dtypes,
+contiguity, one device, a one-element tensor as per-tensor scale) and raises
+:class:`~hybridload.kernels.KernelArgumentError` naming the argument; no launch path reads a value back to
+the host (no ``.item()``), and nothing outside the call is changed.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from . import _forward_only, _runtime
+from . import _validate as check
+
+GROUP = 16
+ACT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+#: inputs with more rows than this take dequantize-to-bf16 + cuBLAS (measured crossover on an H100)
+GEMM_MAX_M = 64
+#: grouped MoE calls with at most this many (token, expert) pairs give each pair its own tile (no sort)
+MOE_PER_PAIR_MAX = 64
+MOE_BLOCK_M = 16
+
+__all__ = ["w4a16_linear", "w4a16_moe", "nvfp4_dequantize", "GEMM_MAX_M"]
+
+
+def _check_packed(fn: str, weight: torch.Tensor, weight_scale: torch.Tensor, lead: tuple[int, ...], k: int) -> None:
+    """weight (*lead, N, Kp/2) uint8 and weight_scale (*lead, N, Kp/16) float8_e4m3fn, both contiguous."""
+    check.tensor(fn, "weight", weight)
+    check.tensor(fn, "weight_scale", weight_scale)
+    check.dtype(fn, "weight", weight, (torch.uint8,))
+    check.dtype(fn, "weight_scale", weight_scale, (torch.float8_e4m3fn,))
+    dims = len(lead) + 2
+    check.ndim(fn, "weight", weight, (dims,), f"a {dims}-d packed tensor ({'E, ' if lead else ''}N, Kp/2)")
+    if weight.shape[:-2] != lead:
+        raise check.fail(fn, f"weight must hold {lead[0]} experts (leading dim), got shape {tuple(weight.shape)}")
+    n, kh = weight.shape[-2:]
+    kp = -(-k // GROUP) * GROUP
+    if kh * 2 != kp:
+        raise check.fail(
+            fn, f"weight holds {kh * 2} packed inputs per row but the input has K={k} (padded to {kp}); "
+            "the weight's last dim must be ceil(K/16)*8"
+        )
+    check.shape(fn, "weight_scale", weight_scale, (*lead, n, kp // GROUP), f"({'E, ' if lead else ''}N, ceil(K/16))")
+    for name, value in (("weight", weight), ("weight_scale", weight_scale)):
+        if not value.is_contiguous():
+            raise check.fail(fn, f"{name} must be contiguous (strides {tuple(value.stride())}); call .contiguous() once at load time")
+
+
+def _check_global(fn: str, name: str, value: object, count: int | None) -> torch.Tensor:
+    check.tensor(fn, name, value)
+    assert isinstance(value, torch.Tensor)
+    check.dtype(fn, name, value, (torch.float32,))
+    if count is None:
+        if value.numel() != 1:
+            raise check.fail(
+                fn, f"{name} must be a one-element float32 tensor (the per-tensor scale), got shape {tuple(value.shape)}"
+            )
+    else:
+        check.shape(fn, name, value, (count,), "(E,)")
+        if not value.is_contiguous():
+            raise check.fail(fn, f"{name} must be contiguous")
+    return value
+
+
+def _check_x(fn: str, x: object) -> torch.Tensor:
+    check.tensor(fn, "x", x)
+    assert isinstance(x, torch.Tensor)
+    check.dtype(fn, "x", x, ACT_DTYPES)
+    if x.dim() < 1 or x.shape[-1] == 0:
+        raise check.fail(fn, f"x must have a non-empty last (feature) dimension, got shape {tuple(x.shape)}")
+    if x.stride(-1) != 1 and x.numel() > 0:
+        raise check.fail(
+            fn, f"x must be contiguous along its last dimension (stride 1), got strides {tuple(x.stride())}; "
+            "pass x.contiguous()"
+        )
+    return x
+
+
+def _rows(fn: str, x: torch.Tensor) -> torch.Tensor:
+    """x as (M, K) without a copy; refused when the leading dims cannot be flattened into one stride."""
+    k = x.shape[-1]
+    if x.dim() == 2:
+        return x
+    try:
+        return x.view(-1, k)
+    except RuntimeError:
+        raise check.fail(
+            fn, f"x's leading dimensions (shape {tuple(x.shape)}, strides {tuple(x.stride())}) cannot be viewed as "
+            "rows of one stride; pass x.contiguous()"
+        ) from None
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _block_k(kp: int) -> int:
+    """128 packed inputs a step: at 32 rows x 4 warps the sm_90a build needs 128 registers and no spills
+    (4 programs per SM); 256 takes 254 registers (2 per SM) -- ptxas -v, benchmarks/w4a16_aot.py."""
+    return 128 if kp >= 128 else max(32, 1 << (kp - 1).bit_length())
+
+
+def _gemm_config(m: int, n: int, kp: int, device: torch.device) -> dict:
+    """Tile sizes for the skinny GEMM; split-K fills the GPU when N alone gives too few programs."""
+    block_m = 16 if m <= 16 else 32 if m <= 32 else 64
+    block_n = 32
+    block_k = _block_k(kp)
+    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" else 4
+    tiles = -(-n // block_n) * -(-m // block_m)
+    split_k = max(1, min(-(-2 * sms // tiles), kp // block_k, 16))
+    return {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "SPLIT_K": split_k, "num_warps": 4, "num_stages": 4}
+
+
+def _moe_config(n: int, kp: int) -> dict:
+    block_k = _block_k(kp)
+    return {"BLOCK_M": MOE_BLOCK_M, "BLOCK_N": 32, "BLOCK_K": block_k, "num_warps": 4, "num_stages": 4}
+
+
+def w4a16_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    weight_scale: torch.Tensor,
+    global_scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    reciprocal_global: bool = False,
+) -> torch.Tensor:
+    """``x @ dequant(weight).T + bias`` with NVFP4 ``weight`` (N, ceil(K/16)*8) uint8, ``weight_scale``
+    (N, ceil(K/16)) float8_e4m3fn and ``global_scale`` a one-element float32 tensor (``weight_scale_2``;
+    with ``reciprocal_global`` its inverse, compressed-tensors' ``weight_global_scale``).
+
+    Returns x.shape[:-1] + (N,) in x's dtype. x: bf16/fp16/fp32, stride 1 along K.
+    """
+    fn = "w4a16_linear"
+    x = _check_x(fn, x)
+    k = x.shape[-1]
+    _check_packed(fn, weight, weight_scale, (), k)
+    _check_global(fn, "global_scale", global_scale, None)
+    n = weight.shape[0]
+    check.tensor(fn, "bias", bias, optional=True)
+    if bias is not None:
+        check.dtype(fn, "bias", bias)
+        check.shape(fn, "bias", bias, (n,), "(N,)")
+        if not bias.is_contiguous():
+            raise check.fail(fn, "bias must be contiguous")
+    x2 = _rows(fn, x)
+    check.device(fn, {"x": x, "weight": weight, "weight_scale": weight_scale, "global_scale": global_scale, "bias": bias})
+    out_shape = (*x.shape[:-1], n)
+    if x.device.type == "meta" or x.numel() == 0:
+        return torch.empty(out_shape, dtype=x.dtype, device=x.device)
+
+    def launch() -> torch.Tensor:
+        launcher = _runtime.load_launcher("_w4a16_triton")
+        scale_u8 = weight_scale.view(torch.uint8)
+        m = x2.shape[0]
+        if m > GEMM_MAX_M:
+            dense = torch.empty((n, k), dtype=x.dtype, device=x.device)
+            launcher.dequantize(weight, scale_u8, global_scale, dense, k, reciprocal_global)
+            return torch.nn.functional.linear(x2, dense, bias).view(out_shape)
+        out = torch.empty((m, n), dtype=x.dtype, device=x.device)
+        config = _gemm_config(m, n, weight.shape[1] * 2, x.device)
+        launcher.gemm(x2, weight, scale_u8, global_scale, bias, out, k, reciprocal_global, config)
+        return out.view(out_shape)
+
+    return _forward_only.run(fn, launch, (x, bias))
+
+
+def nvfp4_dequantize(
+    weight: torch.Tensor,
+    weight_scale: torch.Tensor,
+    global_scale: torch.Tensor,
+    in_features: int,
+    dtype: torch.dtype = torch.bfloat16,
+    *,
+    reciprocal_global: bool = False,
+) -> torch.Tensor:
+    """The whole (N, in_features) weight in ``dtype`` (bf16/fp16/fp32), dequantized on the GPU."""
+    fn = "nvfp4_dequantize"
+    if not isinstance(in_features, int) or in_features <= 0:
+        raise check.fail(fn, f"in_features must be a positive int, got {in_features!r}")
+    if dtype not in ACT_DTYPES:
+        raise check.fail(fn, f"dtype must be one of bfloat16, float16, float32, got {dtype}")
+    _check_packed(fn, weight, weight_scale, (), in_features)
+    _check_global(fn, "global_scale", global_scale, None)
+    check.device(fn, {"weight": weight, "weight_scale": weight_scale, "global_scale": global_scale})
+    out = torch.empty((weight.shape[0], in_features), dtype=dtype, device=weight.device)
+    if weight.device.type == "meta":
+        return out
+    launcher = _runtime.load_launcher("_w4a16_triton")
+    return launcher.dequantize(weight, weight_scale.view(torch.uint8), global_scale, out, in_features, reciprocal_global)
+
+
+def _sorted_tiles(ids: torch.Tensor, num_experts: int, block_m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tile -> expert, padded row -> pair index or -1): pairs grouped by expert, each expert's run padded to
+    whole tiles. Device ops only (sort, scatter, cumsum, searchsorted): no host sync, graph-capturable. The
+    tile count is a static bound; tiles past the last expert get expert id E and exit at once."""
+    pairs = ids.numel()
+    flat = ids.reshape(-1).to(torch.int64)
+    sorted_ids, order = torch.sort(flat, stable=True)
+    counts = torch.zeros(num_experts, dtype=torch.int64, device=ids.device).scatter_add_(0, flat, torch.ones_like(flat))
+    padded = (counts + block_m - 1) // block_m * block_m
+    pad_end = torch.cumsum(padded, 0)
+    first = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(pairs, device=ids.device) - first[sorted_ids]
+    position = (pad_end - padded)[sorted_ids] + rank
+    max_tiles = -(-pairs // block_m) + min(num_experts, pairs)
+    row_map = torch.full((max_tiles * block_m,), -1, dtype=torch.int64, device=ids.device)
+    row_map[position] = order
+    starts = torch.arange(max_tiles, device=ids.device, dtype=torch.int64) * block_m
+    tile_expert = torch.searchsorted(pad_end, starts, right=True)
+    return tile_expert, row_map
+
+
+def w4a16_moe(
+    x: torch.Tensor,
+    topk_ids: torch.Tensor,
+    weight: torch.Tensor,
+    weight_scale: torch.Tensor,
+    global_scale: torch.Tensor,
+    *,
+    reciprocal_global: bool = False,
+) -> torch.Tensor:
+    """Grouped NVFP4 expert projection: ``out[t, j] = x[t] @ dequant(weight[topk_ids[t, j]]).T``.
+
+    x (T, K) bf16/fp16/fp32; topk_ids (T, topk) int32/int64 in [0, E) (contiguous); weight (E, N, ceil(K/16)*8)
+    uint8; weight_scale (E, N, ceil(K/16)) float8_e4m3fn; global_scale (E,) float32. Returns (T, topk, N).
+    Only the experts named in ``topk_ids`` are read. Ids outside [0, E) are not checked on the host (that
+    would need a sync); their outputs are left unwritten.
+    """
+    fn = "w4a16_moe"
+    x = _check_x(fn, x)
+    check.ndim(fn, "x", x, (2,), "(tokens, K)")
+    check.tensor(fn, "topk_ids", topk_ids)
+    check.dtype(fn, "topk_ids", topk_ids, (torch.int32, torch.int64))
+    check.ndim(fn, "topk_ids", topk_ids, (2,), "(tokens, topk)")
+    if topk_ids.shape[0] != x.shape[0]:
+        raise check.fail(fn, f"topk_ids must have one row per token of x ({x.shape[0]}), got {tuple(topk_ids.shape)}")
+    if not topk_ids.is_contiguous():
+        raise check.fail(fn, "topk_ids must be contiguous")
+    check.tensor(fn, "weight", weight)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 3:
+        raise check.fail(fn, f"weight must be a 3-d packed tensor (E, N, Kp/2), got shape {tuple(getattr(weight, 'shape', ()))}")
+    k = x.shape[-1]
+    e, n = weight.shape[0], weight.shape[1]
+    _check_packed(fn, weight, weight_scale, (e,), k)
+    _check_global(fn, "global_scale", global_scale, e)
+    check.device(fn, {"x": x, "topk_ids": topk_ids, "weight": weight, "weight_scale": weight_scale, "global_scale": global_scale})
+    t, topk = topk_ids.shape
+    if x.device.type == "meta" or t == 0:
+        return torch.empty((t, topk, n), dtype=x.dtype, device=x.device)
+
+    def launch() -> torch.Tensor:
+        launcher = _runtime.load_launcher("_w4a16_triton")
+        out = torch.empty((t * topk, n), dtype=x.dtype, device=x.device)
+        config = _moe_config(n, weight.shape[2] * 2)
+        if t * topk <= MOE_PER_PAIR_MAX:
+            tile_expert, row_map = topk_ids.reshape(-1), None
+        else:
+            tile_expert, row_map = _sorted_tiles(topk_ids, e, config["BLOCK_M"])
+        launcher.moe(
+            x, weight, weight_scale.view(torch.uint8), global_scale, out, tile_expert, row_map, topk, k, reciprocal_global, config
+        )
+        return out.view(t, topk, n)
+
+    return _forward_only.run(fn, launch, (x,))

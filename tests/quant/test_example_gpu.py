@@ -1,0 +1,30 @@
+"""The bundled NVFP4 example served on a GPU: packed weights, hybridload's kernels, same tree, same tokens."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.gpu
+HERE = Path(__file__).resolve().parent
+
+
+def test_nvfp4_example_served_on_gpu_matches_the_dequantized_bf16_model(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PYTHONPATH=os.pathsep.join([str(HERE.parent / "fakekernels"), str(HERE.parents[1] / "src")]),
+               HYBRIDLOAD_DISABLE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.run([sys.executable, str(HERE / "example_probe.py"), "cuda", str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((tmp_path / "report.json").read_text())
+    assert r["client_equals_served"] and r["served_equals_reference"]
+    assert r["backends"] == {"triton-w4a16": 26}
+    assert r["grouped_moe"] == ["backbone.layers.5.mixer"]
+    assert r["strict"] == "accepted"
+    assert r["weights_on"] == ["cuda:0"] and "torch.uint8" in r["packed_dtypes"]
+    assert r["logits_rel_l2"] < 2e-2, r["logits_rel_l2"]
+    assert r["served_tokens"] == r["twin_tokens"]

@@ -1,0 +1,116 @@
+"""The W4A16 Triton kernels against the bit-exact reference dequantization, on a GPU.
+
+Run without a GPU in Triton's interpreter (fp32/fp16 only; the interpreter mishandles bf16 dots):
+``TRITON_INTERPRET=1 HYBRIDLOAD_KERNELS_TEST_DEVICE=cpu pytest tests/quant/test_w4a16_gpu.py -k "not bf16 and not graph"``.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hybridload.kernels import w4a16 as kw
+from hybridload.kernels.tolerances import relative_errors
+from hybridload.quant.numerics import dequantize_nvfp4, quantize_nvfp4
+
+pytestmark = pytest.mark.gpu
+DEVICE = os.environ.get("HYBRIDLOAD_KERNELS_TEST_DEVICE", "cuda")
+# the kernel's tile is exact (value x block scale); what differs from the fp32 reference is the activation
+# dtype's rounding of the output and the summation order: bounds per output dtype (rel. L2, worst/max|ref|)
+BOUNDS = {torch.float32: (1e-5, 1e-4), torch.float16: (1e-3, 4e-3), torch.bfloat16: (8e-3, 2e-2)}
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def _weights(n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(n, k, generator=gen) * torch.rand(n, 1, generator=gen) * 3  # rows of different ranges
+    p, s, g = quantize_nvfp4(w)
+    return p.to(DEVICE), s.to(DEVICE), g.reshape(1).to(DEVICE)
+
+
+def _check(out: torch.Tensor, ref: torch.Tensor) -> None:
+    assert out.dtype in BOUNDS and torch.isfinite(out).all()
+    l2, worst = relative_errors(out.float(), ref.float())
+    bound_l2, bound_worst = BOUNDS[out.dtype]
+    assert l2 <= bound_l2 and worst <= bound_worst, (l2, worst)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).removeprefix("torch."))
+@pytest.mark.parametrize("m", [1, 2, 5, 16, 17, 40, 64, 65, 300])
+@pytest.mark.parametrize("n,k", [(64, 64), (48, 4096), (333, 272), (130, 37), (2048, 1024)])
+def test_linear_matches_reference(dtype: torch.dtype, m: int, n: int, k: int) -> None:
+    p, s, g = _weights(n, k)
+    x = torch.randn(m, k, device=DEVICE, dtype=dtype)
+    bias = torch.randn(n, device=DEVICE, dtype=dtype)
+    out = kw.w4a16_linear(x, p, s, g, bias)
+    ref = F.linear(x.float(), dequantize_nvfp4(p, s, g, in_features=k), bias.float())
+    assert out.shape == (m, n) and out.dtype == dtype
+    _check(out, ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).removeprefix("torch."))
+def test_leading_dims_strided_rows_and_reciprocal_global(dtype: torch.dtype) -> None:
+    p, s, g = _weights(96, 160, seed=3)
+    base = torch.randn(2, 3, 2 * 160, device=DEVICE, dtype=dtype)
+    x = base[..., :160]  # rows of stride 320: viewable as (6, 160) without a copy
+    out = kw.w4a16_linear(x, p, s, 1.0 / g, reciprocal_global=True)
+    ref = F.linear(x.float(), dequantize_nvfp4(p, s, 1.0 / g, in_features=160, reciprocal=True))
+    assert out.shape == (2, 3, 96)
+    _check(out, ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).removeprefix("torch."))
+@pytest.mark.parametrize("tokens", [1, 3, 11, 64])  # per-pair tiles up to 64 pairs, sorted tiles beyond
+def test_grouped_moe_matches_per_expert_reference(dtype: torch.dtype, tokens: int) -> None:
+    experts, n, k, topk = 9, 80, 96, 6
+    banks = [_weights(n, k, seed=10 + e) for e in range(experts)]
+    W = torch.stack([b[0] for b in banks])
+    S = torch.stack([b[1] for b in banks])
+    G = torch.cat([b[2] for b in banks])
+    x = torch.randn(tokens, k, device=DEVICE, dtype=dtype)
+    gen = torch.Generator().manual_seed(tokens)
+    ids = torch.stack([torch.randperm(experts, generator=gen)[:topk] for _ in range(tokens)]).to(DEVICE)
+    out = kw.w4a16_moe(x, ids.to(torch.int32), W, S, G)
+    dense = dequantize_nvfp4(W, S, G)
+    ref = torch.stack([torch.stack([F.linear(x[t].float(), dense[ids[t, j]]) for j in range(topk)]) for t in range(tokens)])
+    assert out.shape == (tokens, topk, n)
+    _check(out, ref)
+
+
+def test_dequantize_kernel_equals_reference_in_float32() -> None:
+    p, s, g = _weights(257, 300, seed=5)
+    out = kw.nvfp4_dequantize(p, s, g, 300, torch.float32)
+    assert torch.equal(out, dequantize_nvfp4(p, s, g, in_features=300))
+
+
+def test_repeated_calls_are_bit_identical() -> None:
+    p, s, g = _weights(4096, 4096, seed=7)
+    x = torch.randn(1, 4096, device=DEVICE, dtype=torch.bfloat16)
+    first = kw.w4a16_linear(x, p, s, g)
+    for _ in range(3):
+        assert torch.equal(kw.w4a16_linear(x, p, s, g), first)
+
+
+def test_decode_linear_and_moe_capture_in_a_cuda_graph() -> None:
+    """No host sync in the launch path: capture works and replay recomputes from new inputs."""
+    p, s, g = _weights(512, 1024, seed=8)
+    W = torch.stack([p, p.flip(0)]); S = torch.stack([s, s.flip(0)]); G = torch.cat([g, g * 2])  # noqa: E702
+    x = torch.randn(1, 1024, device="cuda", dtype=torch.bfloat16)
+    ids = torch.tensor([[1, 0]], device="cuda", dtype=torch.int32)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        kw.w4a16_linear(x, p, s, g), kw.w4a16_moe(x, ids, W, S, G)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = kw.w4a16_linear(x, p, s, g)
+        z = kw.w4a16_moe(x, ids, W, S, G)
+    x.copy_(torch.randn_like(x))
+    ids.copy_(torch.tensor([[0, 1]], device="cuda", dtype=torch.int32))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(y, kw.w4a16_linear(x, p, s, g))
+    assert torch.equal(z, kw.w4a16_moe(x, ids, W, S, G))
