@@ -58,4 +58,31 @@ class CheckpointError(HybridloadError, RuntimeError):
     """A checkpoint is corrupt, truncated, incomplete or does not fit the model."""
 
 
+class CheckpointUnavailableError(CheckpointError):
+    """A checkpoint's tensor index cannot be read here (offline without a cached copy, the Hub unreachable,
+    no safetensors files); the message says where the index can come from instead."""
+
+
+class CheckpointCoverageError(CheckpointError):
+    """A checkpoint does not fill the module tree exactly (raised before any weight is read); carries the
+    :class:`~hybridload.coverage.CoverageReport` as ``report``."""
+
+    def __init__(self, message: str, report: object | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class DeviceProfileError(HybridloadError, ValueError):
+    """A device profile (JSON, dict or argument) is malformed or names an answer it cannot give."""
+
+
+class DeviceProfileMismatchError(HybridloadError, RuntimeError):
+    """The device a server really has differs from the device profile the plan's meta tree was built for;
+    carries the differing answers as ``differences``."""
+
+    def __init__(self, message: str, differences: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.differences = list(differences or [])
+
+
 __all__ = [name for name in dir() if name.endswith("Error")]
