@@ -311,7 +311,10 @@ class _KeyRenamer:
         self.renamings, self.converters = renamings, converters
         self.prefix, self.meta_state = prefix, meta_state
         self.renaming_gate = _LiteralGate(renamings)
-        self.converter_gates = [(converter, _LiteralGate([converter])) for converter in converters]
+        self.converter_gates = [
+            (converter, _LiteralGate([converter]), converter.scope_prefix is None and _matches_by_regex(converter))
+            for converter in converters
+        ]
         self.fast = isinstance(prefix, str) and prefix != "" and re.escape(prefix) == prefix
 
     def __call__(self, key: str) -> tuple[str, str | None]:
@@ -320,11 +323,11 @@ class _KeyRenamer:
         if self.renaming_gate.may_match(key):
             key, _ = rename_source_key(key, self.renamings, [])  # renamings only: no converter, no prefix rule
         source_pattern = None
-        for converter, gate in self.converter_gates:  # transformers' apply_converters: the first match renames
+        for converter, gate, by_search in self.converter_gates:  # transformers' apply_converters: first match renames
             if not gate.may_match(key):
                 continue
-            if converter.scope_prefix is None and not converter.compiled_sources.search(key):
-                continue  # an unscoped transform matches by this very search
+            if by_search and not converter.compiled_sources.search(key):
+                continue  # an unscoped transform with the base rename matches by this very search
             renamed, pattern = converter.rename_source_key(key)
             if pattern is not None:
                 key, source_pattern = renamed, pattern
@@ -345,13 +348,17 @@ class _KeyRenamer:
 class _LiteralGate:
     """Whether any of some transforms' regexes *may* match a key: each alternative of a regex needs the literal
     runs of its top-level sequence, so a key without one of them cannot match it. ``may_match`` is a necessary
-    condition (a match is still decided by the regex); an alternative without a literal, or a case-insensitive
-    regex, keeps the gate open. Scoped transforms match a suffix of the key, which holds the same literals."""
+    condition (a match is still decided by the regex); an alternative without a literal, a case-insensitive
+    regex, or a transform class with its own renaming logic keeps the gate open. Scoped transforms match a
+    suffix of the key, which holds the same literals."""
 
     def __init__(self, transforms: list[WeightTransform]) -> None:
         self.always = False
         self.needs: list[tuple[str, ...]] = []  # per alternative: literals that must all be in the key
         for transform in transforms:
+            if not _matches_by_regex(transform):
+                self.always = True
+                return
             alternatives = _required_literals(transform.compiled_sources.pattern)
             if alternatives is None:
                 self.always = True
@@ -368,6 +375,11 @@ class _LiteralGate:
             else:
                 return True
         return False
+
+
+def _matches_by_regex(transform: WeightTransform) -> bool:
+    """The transform renames with transformers' base logic: a match of ``compiled_sources``, or nothing."""
+    return type(transform).rename_source_key is WeightTransform.rename_source_key
 
 
 def _required_literals(pattern: str) -> list[tuple[str, ...]] | None:
