@@ -297,9 +297,11 @@ class _KeyRenamer:
 
     transformers applies every renaming in turn, then the first converter that matches, then its base-model
     prefix rule. A transform whose regex cannot match a key leaves it unchanged, and a regex cannot match a key
-    that lacks a literal every match contains (:class:`_LiteralGate`): such transforms are skipped, the others
-    are transformers' own. Same results, same "was used" marks, a fraction of the regex work (a 100k-key index
-    has a few renamings that each match a minority of keys; most keys are experts one converter takes). The
+    that lacks a literal every match contains (:class:`_LiteralGate`): such transforms are skipped. A converter
+    renames ``key.replace(match, replacement, 1)`` with a replacement that follows from the match's groups
+    alone, so transformers computes it once per distinct match (one per expert index, shared by every layer).
+    Same results, same "was used" marks, a fraction of the work (a 100k-key index has a few renamings that each
+    match a minority of keys; most keys are experts one converter takes). The
     prefix rule is transformers' (``re.sub(f"^{prefix}.", "", key, count=1)`` and two state-dict lookups),
     written out for a prefix without regex metacharacters; with any other prefix, transformers' function
     renames every key.
@@ -312,7 +314,7 @@ class _KeyRenamer:
         self.prefix, self.meta_state = prefix, meta_state
         self.renaming_gate = _LiteralGate(renamings)
         self.converter_gates = [
-            (converter, _LiteralGate([converter]), converter.scope_prefix is None and _matches_by_regex(converter))
+            (converter, _LiteralGate([converter]), converter.scope_prefix is None and _matches_by_regex(converter), {})
             for converter in converters
         ]
         self.fast = isinstance(prefix, str) and prefix != "" and re.escape(prefix) == prefix
@@ -323,16 +325,35 @@ class _KeyRenamer:
         if self.renaming_gate.may_match(key):
             key, _ = rename_source_key(key, self.renamings, [])  # renamings only: no converter, no prefix rule
         source_pattern = None
-        for converter, gate, by_search in self.converter_gates:  # transformers' apply_converters: first match renames
+        for converter, gate, by_search, replacements in self.converter_gates:  # apply_converters: first match
             if not gate.may_match(key):
                 continue
-            if by_search and not converter.compiled_sources.search(key):
-                continue  # an unscoped transform with the base rename matches by this very search
-            renamed, pattern = converter.rename_source_key(key)
-            if pattern is not None:
-                key, source_pattern = renamed, pattern
-                break
+            if not by_search:
+                renamed, pattern = converter.rename_source_key(key)
+                if pattern is not None:
+                    key, source_pattern = renamed, pattern
+                    break
+                continue
+            match = converter.compiled_sources.search(key)  # an unscoped base rename matches by this very search
+            if match is None:
+                continue
+            key, source_pattern = self._converted(converter, key, match, replacements)
+            break
         return self._prefix_rule(key), source_pattern
+
+    @staticmethod
+    def _converted(converter: WeightConverter, key: str, match: "re.Match[str]", replacements: dict) -> tuple[str, str]:
+        """transformers' rename of ``key``: ``key.replace(match.group(0), replacement, 1)``, where the replacement
+        and source pattern follow from the match's groups alone. transformers computes them for the first key
+        with these groups (an expert index shared by every layer); later keys reuse them."""
+        matched = match.group(0)
+        known = replacements.get(match.groups())
+        if known is None:
+            renamed, pattern = converter.rename_source_key(key)
+            start = key.find(matched)  # replace(..., 1) takes the first occurrence
+            tail = len(key) - start - len(matched)
+            known = replacements[match.groups()] = (renamed[start:len(renamed) - tail], pattern)
+        return key.replace(matched, known[0], 1), known[1]
 
     def _prefix_rule(self, key: str) -> str:
         prefix, state = self.prefix, self.meta_state
