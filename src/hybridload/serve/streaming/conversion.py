@@ -314,6 +314,7 @@ class _KeyRenamer:
         self.prefix, self.meta_state = prefix, meta_state
         self.renaming_gate = _LiteralGate(renamings)
         self.converter_gates = [
+            # an unscoped converter with the base rename is asked by its own search (C, cheaper than a gate)
             (converter, _LiteralGate([converter]), converter.scope_prefix is None and _matches_by_regex(converter), {})
             for converter in converters
         ]
@@ -326,9 +327,9 @@ class _KeyRenamer:
             key, _ = rename_source_key(key, self.renamings, [])  # renamings only: no converter, no prefix rule
         source_pattern = None
         for converter, gate, by_search, replacements in self.converter_gates:  # apply_converters: first match
-            if not gate.may_match(key):
-                continue
             if not by_search:
+                if not gate.may_match(key):
+                    continue
                 renamed, pattern = converter.rename_source_key(key)
                 if pattern is not None:
                     key, source_pattern = renamed, pattern
