@@ -268,3 +268,26 @@ def test_an_index_file_gives_the_same_report_as_the_folder(saved, tmp_path: Path
     from_file = checkpoint_coverage(tree, tmp_path / "index.json").to_dict()
     assert from_file == from_folder
     assert checkpoint_coverage(tree, index).to_dict() == from_folder
+
+
+def test_the_plan_path_checks_the_bundled_remote_code_example(tmp_path: Path) -> None:
+    """coverage_for_plan: resolve, meta-build through the kernel shim, check the plan's own checkpoint."""
+    import shutil
+
+    from hybridload.coverage import coverage_for_plan
+    from hybridload.examples import path
+
+    meta, report = coverage_for_plan(str(path("hybrid_tiny")), trust_remote_code=True)
+    assert report.ok and report.model == "NemotronHForCausalLM"
+    assert report.checkpoint_tensors == report.model_tensors == len(fx.read_state(path("hybrid_tiny")))
+    assert checkpoint_coverage(meta).to_dict() == report.to_dict()  # default: the plan's folder
+
+    copy = tmp_path / "hybrid_tiny"
+    shutil.copytree(path("hybrid_tiny"), copy)
+    state = fx.read_state(copy)
+    dropped = sorted(state)[-1]
+    del state[dropped]
+    (copy / "model.safetensors").unlink()
+    fx.write_state(copy, state, shards=1)
+    _, broken = coverage_for_plan(str(copy), trust_remote_code=True)
+    assert [t.key for t in broken.unfilled] == [dropped]

@@ -95,6 +95,10 @@ def test_module_level_answers_never_outlive_the_window(tmp_path: Path) -> None:
     assert any(name.endswith(".modeling_devq") for name in report.evicted_on_entry)
     assert any(name.endswith(".modeling_devq") for name in report.evicted_on_exit)
     assert not any(name.endswith(".modeling_devq") for name in sys.modules)
+    from transformers import AutoModelForCausalLM
+
+    registered = [cls.__module__ for cls in AutoModelForCausalLM._model_mapping._extra_content.values()]
+    assert not set(registered) & set(report.evicted_on_exit)  # no Auto registration points into them
     after = build(folder)
     assert remote_namespace(after)["SUPPORT_BF16"] is False
     assert type(after.transformer.h[0].mlp).__name__ == "SplitMLP"
@@ -130,6 +134,12 @@ def test_frameworks_and_other_threads_keep_the_truth() -> None:
         namespace = {"__name__": "transformers_modules.r.modeling", "is_torch_bf16_gpu_available": is_torch_bf16_gpu_available}
         exec("def helper():\n    return is_torch_bf16_gpu_available()\n", namespace)
         assert namespace["helper"]() is False
+        # torch's own function, called by remote code, asks get_device_properties internally: torch gets the truth
+        if not torch.cuda.is_available():
+            namespace["original"] = torch.cuda.get_device_capability.__wrapped__
+            exec("def torch_capability():\n    return original()\n", namespace)
+            with pytest.raises(AssertionError, match="Torch not compiled with CUDA enabled"):
+                namespace["torch_capability"]()
     assert remote() == truth
 
 
