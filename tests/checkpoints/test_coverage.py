@@ -186,6 +186,7 @@ def test_ties_and_the_class_ignore_rules_are_allowed_not_problems(saved, tmp_pat
     assert [(a.key, a.side, a.rule) for a in mixtral.allowed] == [
         ("lm_head.weight", "model", "tied to model.embed_tokens.weight")
     ]
+    assert "allowed (not problems): 1 model tensor tied" in mixtral.format()
 
     config = fx.make_config("deepseek_v3")  # DeepSeek-V3 checkpoints carry an MTP layer 61 the class ignores
     state = fx.read_state(saved("deepseek_v3"))

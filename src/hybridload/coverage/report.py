@@ -158,10 +158,14 @@ class CoverageReport:
             lines.append("hints:")
             lines.extend(f"  {hint}" for hint in self.hints)
         if self.allowed:
-            by_rule: dict[str, int] = {}
+            by_kind: dict[tuple[str, str], int] = {}
             for item in self.allowed:
-                by_rule[f"{item.side}: {_rule_family(item.rule)}"] = by_rule.get(f"{item.side}: {_rule_family(item.rule)}", 0) + 1
-            lines.append("allowed (not problems): " + "; ".join(f"{n} {rule}" for rule, n in by_rule.items()))
+                kind = (item.side, _rule_family(item.rule))
+                by_kind[kind] = by_kind.get(kind, 0) + 1
+            lines.append(
+                "allowed (not problems): "
+                + "; ".join(f"{n} {side} tensor{'s' if n != 1 else ''} {family}" for (side, family), n in by_kind.items())
+            )
         if self.casts:
             lines.append("casts the load performs: " + ", ".join(f"{pair} x{n}" for pair, n in self.casts.items()))
         if self.rules:
@@ -204,5 +208,7 @@ def _sources(keys: Iterable[str]) -> str:
 
 
 def _rule_family(rule: str) -> str:
-    """A rule without its per-tensor details, to count allowed tensors by kind ("tied to", "ignored ...")."""
-    return rule.split(":")[0] if ":" in rule else rule
+    """A rule without its per-tensor details, to count allowed tensors by kind ("tied", "ignored on load"...)."""
+    if rule.startswith("tied to "):
+        return "tied"
+    return rule.split(":")[0]
