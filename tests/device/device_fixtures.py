@@ -10,8 +10,8 @@
   fp32 -- the extra modules a GPU server builds and a CPU client does not;
 * in each block's ``__init__``: the MLP class chosen from ``torch.cuda.get_device_capability()`` (a fused
   gate/up projection on Hopper, two projections elsewhere: different parameters, not only modules);
-* ``torch.cuda.device_count()`` and ``get_device_properties(0).total_memory`` read in ``__init__`` (no effect on
-  the tree, recorded by the report).
+* ``torch.cuda.device_count()`` and ``get_device_properties(0).multi_processor_count`` read in ``__init__`` (no
+  effect on the tree, recorded by the report).
 
 ``server_prelude(folder)`` is Python that turns a CPU process into what such code sees on an H100 server: every
 ``torch.cuda`` query answers as the GPU would, for everyone, and a ``flash_attn`` package is installed.
@@ -143,7 +143,7 @@ class DevQForCausalLM(DevQPreTrainedModel):
             _import_flash_attn()
         super().__init__(config)
         self.gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        self.memory = torch.cuda.get_device_properties(0).total_memory if self.gpus else 0
+        self.sms = torch.cuda.get_device_properties(0).multi_processor_count if self.gpus else 0
         self.transformer = DevQModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()

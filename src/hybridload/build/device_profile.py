@@ -36,7 +36,8 @@ class DeviceProfile:
 
     ``bf16`` is ``is_bf16_supported()`` (emulation included, torch's default), ``bf16_native`` the same with
     ``including_emulation=False``. ``device_name``, ``total_memory`` (bytes) and ``multi_processor_count``
-    describe device 0; None leaves an answer unpinned (no difference is reported for it).
+    describe device 0; None leaves an answer unpinned: no difference is reported for it, and code that asks for
+    it inside a window gets a DeviceProfileError saying to record the server's profile.
     """
 
     cuda: bool
@@ -82,7 +83,9 @@ class DeviceProfile:
         runs are on H100s), and every answer remote code branches on -- CUDA present, bf16 supported,
         capability >= 8.0 (flash-attention 2), >= 9.0 (FP8, flash-attention 3) -- is yes there, so the client
         builds every GPU-only submodule the server builds. One device, as ``dispatch(device_map="cuda")``
-        uses. A lock written on the server (``DeviceProfile.current()``) replaces it with the real answers.
+        uses. Total memory is left unpinned: H100 80GB HBM3s report 81,082 to 81,090 MiB depending on driver
+        and ECC, so no single number is "the" answer. A lock written on the server
+        (``DeviceProfile.current()``) replaces all of it with the real answers.
         """
         return cls(
             cuda=True,
@@ -91,7 +94,7 @@ class DeviceProfile:
             bf16=True,
             bf16_native=True,
             device_name="NVIDIA H100 80GB HBM3",
-            total_memory=85_520_809_984,
+            total_memory=None,
             multi_processor_count=132,
         )
 
@@ -210,25 +213,52 @@ def check_device_matches(profile: DeviceProfile) -> list[str]:
 # -- the window ------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class ProfileDeviceProperties:
-    """What ``torch.cuda.get_device_properties`` returns inside a window (the attributes code reads)."""
+    """What ``torch.cuda.get_device_properties`` returns inside a window: the attributes code reads, from the
+    profile; one the profile leaves unpinned raises DeviceProfileError instead of inventing a value."""
 
-    name: str
-    major: int
-    minor: int
-    total_memory: int | None
-    multi_processor_count: int | None
-    is_integrated: int = 0
-    is_multi_gpu_board: int = 0
-    warp_size: int = 32
+    is_integrated = 0
+    is_multi_gpu_board = 0
+    warp_size = 32
+
+    def __init__(self, profile: DeviceProfile) -> None:
+        assert profile.capability is not None
+        self.major, self.minor = profile.capability
+        self._profile = profile
+
+    def _pinned(self, field_name: str) -> Any:
+        value = getattr(self._profile, field_name)
+        if value is None:
+            raise DeviceProfileError(_unpinned(field_name))
+        return value
+
+    @property
+    def name(self) -> str:
+        return self._pinned("device_name")
+
+    @property
+    def total_memory(self) -> int:
+        return self._pinned("total_memory")
+
+    @property
+    def multi_processor_count(self) -> int:
+        return self._pinned("multi_processor_count")
 
     def __repr__(self) -> str:
-        memory = f"{self.total_memory // 2**20}MB" if self.total_memory else "unknown"
+        p = self._profile
+        memory = f"{p.total_memory // 2**20}MB" if p.total_memory else "unpinned"
         return (
-            f"_CudaDeviceProperties(name='{self.name}', major={self.major}, minor={self.minor}, "
-            f"total_memory={memory}, multi_processor_count={self.multi_processor_count}) [device profile]"
+            f"_CudaDeviceProperties(name={p.device_name!r}, major={self.major}, minor={self.minor}, "
+            f"total_memory={memory}, multi_processor_count={p.multi_processor_count}) [device profile]"
         )
+
+
+def _unpinned(field_name: str) -> str:
+    return (
+        f"remote code asked for the device's {_LABELS[field_name]}, which the device profile of this build leaves "
+        "unpinned; record the server's profile (DeviceProfile.current() on the server, written by hybridload lock) "
+        "and build with it."
+    )
 
 
 class _Answers:
@@ -277,18 +307,13 @@ class _Answers:
 
     def get_device_name(self, device: Any = None) -> str:
         self._index(device)
-        return self.profile.device_name or "CUDA device (device profile)"
+        if self.profile.device_name is None:
+            raise DeviceProfileError(_unpinned("device_name"))
+        return self.profile.device_name
 
     def get_device_properties(self, device: Any = None) -> ProfileDeviceProperties:
         self._index(device)
-        assert self.profile.capability is not None
-        return ProfileDeviceProperties(
-            name=self.profile.device_name or "CUDA device (device profile)",
-            major=self.profile.capability[0],
-            minor=self.profile.capability[1],
-            total_memory=self.profile.total_memory,
-            multi_processor_count=self.profile.multi_processor_count,
-        )
+        return ProfileDeviceProperties(self.profile)
 
 
 #: the ``torch.cuda`` functions a window answers (torch versions without one simply keep theirs)
