@@ -83,8 +83,8 @@ class DeviceProfile:
         runs are on H100s), and every answer remote code branches on -- CUDA present, bf16 supported,
         capability >= 8.0 (flash-attention 2), >= 9.0 (FP8, flash-attention 3) -- is yes there, so the client
         builds every GPU-only submodule the server builds. One device, as ``dispatch(device_map="cuda")``
-        uses. Total memory is left unpinned: H100 80GB HBM3s report 81,082 to 81,090 MiB depending on driver
-        and ECC, so no single number is "the" answer. A lock written on the server
+        uses. Total memory is left unpinned: what a device reports depends on its driver and ECC setting, not
+        only on its model, so no single number is "the" answer. A lock written on the server
         (``DeviceProfile.current()``) replaces all of it with the real answers.
         """
         return cls(
