@@ -301,10 +301,9 @@ class _KeyRenamer:
     renames ``key.replace(match, replacement, 1)`` with a replacement that follows from the match's groups
     alone, so transformers computes it once per distinct match (one per expert index, shared by every layer).
     Same results, same "was used" marks, a fraction of the work (a 100k-key index has a few renamings that each
-    match a minority of keys; most keys are experts one converter takes). The
-    prefix rule is transformers' (``re.sub(f"^{prefix}.", "", key, count=1)`` and two state-dict lookups),
-    written out for a prefix without regex metacharacters; with any other prefix, transformers' function
-    renames every key.
+    match a minority of keys; most keys are experts one converter takes). The prefix rule is transformers'
+    (``re.sub(f"^{prefix}.", "", key, count=1)`` and two state-dict lookups), written out for a prefix without
+    regex metacharacters; with any other prefix, transformers' function renames every key.
     """
 
     def __init__(
