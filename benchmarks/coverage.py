@@ -20,11 +20,12 @@ Layouts (the published ``config.json`` values; tensor names as in the published 
   a plain meta build sees: every scale is unconsumed and every FP8 weight a dtype mismatch (the report is long).
 
 Run: ``python benchmarks/coverage.py [--repeat 7] [--json benchmarks/results/coverage-cpu.json]``.
-Medians of warm rounds; build and check interleaved on the same tree.
+Medians (and the best) of warm rounds, wall and process CPU time; build and check interleaved on the same tree.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -143,9 +144,28 @@ def build_tree(spec: dict, quantized: bool) -> Any:
         model = AutoModelForCausalLM.from_config(config)
     if quantized:  # what from_pretrained does with a pre-quantized checkpoint before loading weights
         quantizer = AutoHfQuantizer.from_config(config.quantization_config, pre_quantized=True)
-        quantizer.preprocess_model(model, dtype=torch.bfloat16)
+        with _fp8_experts_class_restored():
+            quantizer.preprocess_model(model, dtype=torch.bfloat16)
         model.hf_quantizer = quantizer
     return model
+
+
+@contextlib.contextmanager
+def _fp8_experts_class_restored() -> Iterator[None]:
+    """transformers 5.25's FP8 preparation wraps ``FP8Experts.__init__``/``forward`` in place once per replaced
+    experts module, so a process that prepares many trees nests a thousand wrappers and hits the recursion
+    limit; the benchmark builds dozens, and puts the class back after each."""
+    try:
+        from transformers.integrations.finegrained_fp8 import FP8Experts
+    except ImportError:
+        yield
+        return
+    saved = {name: FP8Experts.__dict__[name] for name in ("__init__", "forward") if name in FP8Experts.__dict__}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(FP8Experts, name, value)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
@@ -194,6 +214,8 @@ def run(name: str, spec: dict, quantized: bool, repeat: int, workdir: Path) -> d
         "rules": len(report.rules),
         "check_s": med(check_wall),
         "check_cpu_s": med(check_cpu),
+        "check_best_s": min(check_wall),
+        "check_cpu_best_s": min(check_cpu),
         "read_index_cpu_s": med(read_cpu),
         "map_cpu_s": med(map_cpu),
         "build_s": med(build_wall),
@@ -204,7 +226,8 @@ def run(name: str, spec: dict, quantized: bool, repeat: int, workdir: Path) -> d
     }
     print(
         f"{name:<30} {result['checkpoint_tensors']:>7,} tensors/{result['shards']:>3} shards -> {result['model_tensors']:>5,} "
-        f"model tensors  ok={report.ok!s:<5}  check {result['check_s'] * 1e3:7.1f} ms wall "
+        f"model tensors  ok={report.ok!s:<5}  check {result['check_s'] * 1e3:7.1f} ms wall (best "
+        f"{result['check_best_s'] * 1e3:6.1f}) "
         f"({result['check_cpu_s'] * 1e3:6.1f} ms CPU: read {result['read_index_cpu_s'] * 1e3:5.1f} + map "
         f"{result['map_cpu_s'] * 1e3:6.1f})  build {result['build_s'] * 1e3:7.1f} ms  check/build "
         f"{result['check_over_build']:.2f} (CPU {result['check_over_build_cpu']:.2f})",

@@ -176,14 +176,14 @@ def local_index(folder: str | os.PathLike[str]) -> TensorIndex:
             + ": the coverage check reads safetensors headers only. Convert the checkpoint with "
             "save_pretrained(safe_serialization=True), or download its safetensors files."
         )
-    files, weight_map, metadata = shard_layout(root)
-    missing = [file for file in files if not (root / file).is_file()]
-    if missing:
-        raise CheckpointUnavailableError(
-            f"{root}: {len(missing)} shard(s) named by {INDEX_FILE} are not there ({', '.join(missing[:5])}); their "
-            "headers are needed. Download them, or check against the Hub repo id (headers only)."
-        )
     with collection_paused():
+        files, weight_map, metadata = shard_layout(root)
+        missing = [file for file in files if not (root / file).is_file()]
+        if missing:
+            raise CheckpointUnavailableError(
+                f"{root}: {len(missing)} shard(s) named by {INDEX_FILE} are not there ({', '.join(missing[:5])}); "
+                "their headers are needed. Download them, or check against the Hub repo id (headers only)."
+            )
         headers = {file: read_header(root / file) for file in files}
         tensors = tensors_from_headers(headers, str(root))
         check_weight_map(weight_map, tensors, str(root))
