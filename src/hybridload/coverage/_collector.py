@@ -2,8 +2,8 @@
 
 Reading and mapping the index of a 671B MoE allocates about half a million dicts, lists and tuples, none of
 them in a reference cycle. With the collector on, every generation-2 pass walks every object of the process
-(torch, transformers, the meta tree), and reading such an index took three times as long as parsing it
-(``benchmarks/coverage.py``). The pause is scoped, reference-counted across threads, and undone by the last
+(torch, transformers, the meta tree): reading DeepSeek-V3's index took about twice the CPU time with the
+collector running (``benchmarks/coverage.py``, ``read_index_cpu_s_collector_on``). The pause is scoped, reference-counted across threads, and undone by the last
 one out, which turns the collector back on only if the first one in turned it off.
 """
 from __future__ import annotations
