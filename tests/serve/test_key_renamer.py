@@ -7,7 +7,6 @@ import copy
 import re
 
 import pytest
-import torch
 from transformers.conversion_mapping import _build_checkpoint_conversion_mapping, get_model_conversion_mapping
 from transformers.core_model_loading import WeightConverter, WeightRenaming, dot_natural_key, rename_source_key
 
