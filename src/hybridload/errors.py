@@ -102,6 +102,20 @@ class CheckpointError(HybridloadError, RuntimeError):
     """A checkpoint is corrupt, truncated, incomplete or does not fit the model."""
 
 
+class CheckpointUnavailableError(HybridloadError, RuntimeError):
+    """A checkpoint's tensor index cannot be read here (offline without a cached copy, the Hub unreachable,
+    no safetensors files); the message says where the index can come from instead."""
+
+
+class CheckpointCoverageError(HybridloadError, RuntimeError):
+    """A checkpoint does not fill the module tree exactly (raised before any weight is read); carries the
+    :class:`~hybridload.coverage.CoverageReport` as ``report``."""
+
+    def __init__(self, message: str, report: object | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
 class QuantizationError(HybridloadError, ValueError):
     """A pre-quantized checkpoint's format is unsupported, inconsistent, or does not fit the model tree.
 
@@ -109,6 +123,20 @@ class QuantizationError(HybridloadError, ValueError):
     serve (e.g. NVFP4_AWQ, W4A8), a required field is missing or malformed, or the config and the
     checkpoint's ``hf_quant_config.json`` disagree.
     """
+
+
+# -- device profiles ------------------------------------------------------------------------------------------
+class DeviceProfileError(HybridloadError, ValueError):
+    """A device profile (JSON, dict or argument) is malformed or names an answer it cannot give."""
+
+
+class DeviceProfileMismatchError(HybridloadError, RuntimeError):
+    """The device a server really has differs from the device profile the plan's meta tree was built for;
+    carries the differing answers as ``differences``."""
+
+    def __init__(self, message: str, differences: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.differences = list(differences or [])
 
 
 # -- served-side deployments (NDIF) ---------------------------------------------------------------------------

@@ -234,7 +234,24 @@ def _shard_files(root: Path) -> list[str]:
     raise CheckpointError(f"{root} has neither {SINGLE_FILE} nor {INDEX_FILE}.{hint}")
 
 
+def shard_layout(root: Path) -> tuple[list[str], dict[str, str] | None, dict[str, Any]]:
+    """The shard files of a checkpoint folder, its index's weight map (None for a single-file checkpoint) and the
+    index's ``metadata``; the index is read once."""
+    index = root / INDEX_FILE
+    if not index.is_file():
+        return _shard_files(root), None, {}
+    weight_map, metadata = _read_index_document(index)
+    files = sorted(set(weight_map.values()))
+    if not files:
+        raise CheckpointError(f"{index} names no shard; the index is corrupt: download it again.")
+    return files, weight_map, metadata
+
+
 def _read_index(index: Path) -> dict[str, str]:
+    return _read_index_document(index)[0]
+
+
+def _read_index_document(index: Path) -> tuple[dict[str, str], dict[str, Any]]:
     try:
         data = json.loads(index.read_text(encoding="utf-8"))
         weight_map = data["weight_map"]
@@ -242,29 +259,59 @@ def _read_index(index: Path) -> dict[str, str]:
             isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
         ):
             raise TypeError("weight_map must map tensor names to shard file names")
+        metadata = data.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise TypeError("metadata must be a JSON object")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(
             f"{index} is not a valid safetensors index ({type(exc).__name__}: {exc}); download it again."
         ) from None
-    for file in weight_map.values():
+    for file in set(weight_map.values()):  # each shard name once: an index lists one per tensor
         if Path(file).name != file:
             raise CheckpointError(f"{index} names shard {file!r} outside the folder; the index is corrupt.")
-    return weight_map
+    return weight_map, metadata
+
+
+MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own limit on the JSON header
+
+
+def read_header(path: Path) -> dict[str, Any]:
+    """The JSON header of one safetensors file (tensor name -> dtype, shape, data_offsets; plus ``__metadata__``),
+    read without touching tensor data."""
+    return _header(path)[1]
+
+
+def _header(path: Path) -> tuple[int, dict[str, Any]]:
+    """(byte offset where tensor data starts, header): the 8-byte length, then that many bytes of JSON."""
+    try:
+        with open(path, "rb") as fh:
+            (header_len,) = struct.unpack("<Q", fh.read(8))
+            if header_len > MAX_HEADER_BYTES:
+                raise ValueError(f"header length {header_len} exceeds the format's limit of {MAX_HEADER_BYTES} bytes")
+            raw = fh.read(header_len)
+        if len(raw) != header_len:
+            raise EOFError(f"the header needs {header_len} bytes, the file holds {len(raw)}")
+        header = json.loads(raw)
+        if not isinstance(header, dict):
+            raise TypeError("the header is not a JSON object")
+        return 8 + header_len, header
+    except (OSError, EOFError, ValueError, TypeError, struct.error) as exc:
+        raise CheckpointError(
+            f"shard {path.name} in {path.parent} has an unreadable header ({type(exc).__name__}: {exc}); it is "
+            "corrupt or truncated: delete it and download it again."
+        ) from None
 
 
 def _data_offsets(path: Path) -> dict[str, tuple[int, int]]:
     """Absolute [begin, end) byte range of every tensor, from the safetensors header (safe_open checked it)."""
+    base, header = _header(path)
     try:
-        with open(path, "rb") as fh:
-            (header_len,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(header_len))
-        base = 8 + header_len
         return {
             key: (base + int(info["data_offsets"][0]), base + int(info["data_offsets"][1]))
             for key, info in header.items()
             if key != "__metadata__"
         }
-    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as exc:
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise CheckpointError(
             f"shard {path.name} in {path.parent} has an unreadable header ({type(exc).__name__}: {exc}); it is "
             "corrupt or truncated: delete it and download it again."

@@ -54,22 +54,30 @@ class LoadGroup:
     """One streaming unit: the checkpoint tensors one transform consumes and the model tensors it writes."""
 
     first_target: str
-    transform: WeightTransform  # a fresh template; :meth:`instantiate` copies it per use
+    # a fresh template (:meth:`instantiate` copies it per use): the converter, or None for a plain rename of the
+    # one source, built on first use (compiling one regex per key costs seconds on a 100k-key checkpoint)
+    template: WeightTransform | None = None
     sources: list[tuple[str, str]] = field(default_factory=list)  # (source pattern, checkpoint key), natural order
     targets: tuple[str, ...] = ()
 
     @property
+    def transform(self) -> WeightTransform:
+        if self.template is None:
+            self.template = WeightRenaming(self.sources[0][1], self.first_target)
+        return self.template
+
+    @property
     def is_conversion(self) -> bool:
-        return isinstance(self.transform, WeightConverter)
+        return isinstance(self.template, WeightConverter)
 
     @property
     def force_cpu(self) -> bool:
-        return bool(getattr(self.transform, "force_cpu", False))
+        return bool(getattr(self.template, "force_cpu", False))
 
     @property
     def stacks_in_place(self) -> bool:
         """Sources are read straight into their stacked (and concatenated) tensor, not handed out one by one."""
-        return _stacks_first(self.transform)
+        return self.template is not None and _stacks_first(self.template)
 
     def source_keys(self) -> list[str]:
         return [key for _, key in self.sources]
@@ -209,6 +217,8 @@ class ConversionPlan:
     unexpected: set[str]  # checkpoint-derived keys that match no model tensor (after the model's ignore rules)
     initialized: set[str]  # keys the model allows to be missing; transformers' init fills them (as from_pretrained)
     tied: dict[str, str]  # target -> source pairs tied after loading
+    # checkpoint key -> (the renamed key no model tensor has, the converter source pattern it matched or None)
+    unmatched: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
     def used_transforms(self) -> list[WeightTransform]:
         return [transform for transform in self.transforms if transform.was_used()]
@@ -224,22 +234,20 @@ def plan_conversion(
     pattern_to_converter = {pattern: conv for conv in converters for pattern in conv.source_patterns}
     meta_state = model.state_dict()
     prefix = model.base_model_prefix
+    rename = _KeyRenamer(renamings, converters, prefix, meta_state)
 
     groups: dict[str, LoadGroup] = {}
     unexpected: set[str] = set()
-    for original_key in sorted(entries, key=dot_natural_key):
-        renamed_key, source_pattern = rename_source_key(original_key, renamings, converters, prefix, meta_state)
+    unmatched: dict[str, tuple[str, str | None]] = {}
+    for original_key in natural_order(entries):
+        renamed_key, source_pattern = rename(original_key)
         if renamed_key not in meta_state and original_key in meta_state:
             # transformers' fallback: the key was already right, only the base-model prefix may differ
             renamed_key, source_pattern = rename_source_key(original_key, [], [], prefix, meta_state)
         if renamed_key in meta_state:
             group = groups.get(renamed_key)
             if group is None:
-                template: WeightTransform = (
-                    copy.deepcopy(pattern_to_converter[source_pattern])
-                    if source_pattern is not None
-                    else WeightRenaming(original_key, renamed_key)
-                )
+                template = copy.deepcopy(pattern_to_converter[source_pattern]) if source_pattern is not None else None
                 group = groups[renamed_key] = LoadGroup(renamed_key, template)
             elif source_pattern is None or not group.is_conversion:
                 raise CheckpointError(
@@ -251,8 +259,10 @@ def plan_conversion(
         elif source_pattern is not None:
             converter = pattern_to_converter[source_pattern]
             unexpected.update(renamed_key.replace(converter.target_patterns[0], t) for t in converter.target_patterns)
+            unmatched[original_key] = (renamed_key, source_pattern)
         else:
             unexpected.add(renamed_key)
+            unmatched[original_key] = (renamed_key, None)
 
     for group in groups.values():
         group.targets = _group_targets(group)
@@ -278,7 +288,157 @@ def plan_conversion(
         unexpected=set(info.unexpected_keys),
         initialized=initialized,
         tied=tied,
+        unmatched=unmatched,
     )
+
+
+class _KeyRenamer:
+    """``rename_source_key(key, renamings, converters, prefix, meta_state)`` for many keys, cheaper.
+
+    transformers applies every renaming in turn, then the first converter that matches, then its base-model
+    prefix rule. A transform whose regex cannot match a key leaves it unchanged, and a regex cannot match a key
+    that lacks a literal every match contains (:class:`_LiteralGate`): such transforms are skipped. A converter
+    renames ``key.replace(match, replacement, 1)`` with a replacement that follows from the match's groups
+    alone, so transformers computes it once per distinct match (one per expert index, shared by every layer).
+    Same results, same "was used" marks, a fraction of the work (a 100k-key index has a few renamings that each
+    match a minority of keys; most keys are experts one converter takes). The prefix rule is transformers'
+    (``re.sub(f"^{prefix}.", "", key, count=1)`` and two state-dict lookups), written out for a prefix without
+    regex metacharacters; with any other prefix, transformers' function renames every key.
+    """
+
+    def __init__(
+        self, renamings: list[WeightRenaming], converters: list[WeightConverter], prefix: str, meta_state: dict
+    ) -> None:
+        self.renamings, self.converters = renamings, converters
+        self.prefix, self.meta_state = prefix, meta_state
+        self.renaming_gate = _LiteralGate(renamings)
+        self.converter_gates = [
+            # an unscoped converter with the base rename is asked by its own search (C, cheaper than a gate)
+            (converter, _LiteralGate([converter]), converter.scope_prefix is None and _matches_by_regex(converter), {})
+            for converter in converters
+        ]
+        self.fast = isinstance(prefix, str) and prefix != "" and re.escape(prefix) == prefix
+
+    def __call__(self, key: str) -> tuple[str, str | None]:
+        if not self.fast:
+            return rename_source_key(key, self.renamings, self.converters, self.prefix, self.meta_state)
+        if self.renaming_gate.may_match(key):
+            key, _ = rename_source_key(key, self.renamings, [])  # renamings only: no converter, no prefix rule
+        source_pattern = None
+        for converter, gate, by_search, replacements in self.converter_gates:  # apply_converters: first match
+            if not by_search:
+                if not gate.may_match(key):
+                    continue
+                renamed, pattern = converter.rename_source_key(key)
+                if pattern is not None:
+                    key, source_pattern = renamed, pattern
+                    break
+                continue
+            match = converter.compiled_sources.search(key)  # an unscoped base rename matches by this very search
+            if match is None:
+                continue
+            key, source_pattern = self._converted(converter, key, match, replacements)
+            break
+        return self._prefix_rule(key), source_pattern
+
+    @staticmethod
+    def _converted(converter: WeightConverter, key: str, match: "re.Match[str]", replacements: dict) -> tuple[str, str]:
+        """transformers' rename of ``key``: ``key.replace(match.group(0), replacement, 1)``, where the replacement
+        and source pattern follow from the match's groups alone. transformers computes them for the first key
+        with these groups (an expert index shared by every layer); later keys reuse them."""
+        matched = match.group(0)
+        known = replacements.get(match.groups())
+        if known is None:
+            renamed, pattern = converter.rename_source_key(key)
+            start = key.find(matched)  # replace(..., 1) takes the first occurrence
+            tail = len(key) - start - len(matched)
+            known = replacements[match.groups()] = (renamed[start:len(renamed) - tail], pattern)
+        return key.replace(matched, known[0], 1), known[1]
+
+    def _prefix_rule(self, key: str) -> str:
+        prefix, state = self.prefix, self.meta_state
+        if key.startswith(prefix):
+            cut = len(prefix)
+            stripped = key[cut + 1:] if len(key) > cut and key[cut] != "\n" else key  # the regex's "^prefix."
+            if state.get(stripped) is not None:
+                return stripped
+        added = f"{prefix}.{key}"
+        return added if state.get(added) is not None else key
+
+
+class _LiteralGate:
+    """Whether any of some transforms' regexes *may* match a key: each alternative of a regex needs the literal
+    runs of its top-level sequence, so a key without one of them cannot match it. ``may_match`` is a necessary
+    condition (a match is still decided by the regex); an alternative without a literal, a case-insensitive
+    regex, or a transform class with its own renaming logic keeps the gate open. Scoped transforms match a
+    suffix of the key, which holds the same literals."""
+
+    def __init__(self, transforms: list[WeightTransform]) -> None:
+        self.always = False
+        self.needs: list[tuple[str, ...]] = []  # per alternative: literals that must all be in the key
+        for transform in transforms:
+            if not _matches_by_regex(transform):
+                self.always = True
+                return
+            alternatives = _required_literals(transform.compiled_sources.pattern)
+            if alternatives is None:
+                self.always = True
+                return
+            self.needs.extend(alternatives)
+
+    def may_match(self, key: str) -> bool:
+        if self.always:
+            return True
+        for needed in self.needs:
+            for literal in needed:
+                if literal not in key:
+                    break
+            else:
+                return True
+        return False
+
+
+def _matches_by_regex(transform: WeightTransform) -> bool:
+    """The transform renames with transformers' base logic: a match of ``compiled_sources``, or nothing."""
+    return type(transform).rename_source_key is WeightTransform.rename_source_key
+
+
+def _required_literals(pattern: str) -> list[tuple[str, ...]] | None:
+    """Per top-level alternative of ``pattern``, the literal runs every match contains; None if unknown."""
+    try:
+        from re import _constants as constants, _parser as parser  # Python 3.11+
+    except ImportError:  # pragma: no cover - Python 3.10
+        import sre_constants as constants  # type: ignore[no-redef]
+        import sre_parse as parser  # type: ignore[no-redef]
+    try:
+        parsed = parser.parse(pattern)
+    except Exception:  # noqa: BLE001 - any doubt keeps the gate open
+        return None
+    if parsed.state.flags & re.IGNORECASE:
+        return None
+    items = list(parsed)
+    alternatives = [list(branch) for branch in items[0][1][1]] if len(items) == 1 and items[0][0] is constants.BRANCH else [items]
+    found: list[tuple[str, ...]] = []
+    for sequence in alternatives:
+        while len(sequence) == 1 and sequence[0][0] is constants.SUBPATTERN:  # a group around the whole alternative
+            _, add_flags, _, inner = sequence[0][1]
+            if add_flags & re.IGNORECASE:
+                return None
+            sequence = list(inner)
+        runs, run = [], []
+        for op, value in sequence:
+            if op is constants.LITERAL:
+                run.append(chr(value))
+                continue
+            if run:
+                runs.append("".join(run))
+                run = []
+        if run:
+            runs.append("".join(run))
+        if not runs:
+            return None
+        found.append(tuple(sorted(runs, key=len, reverse=True)))
+    return found
 
 
 def _model_transforms(model: Any, key_mapping: dict[str, str] | None) -> list[WeightTransform]:
@@ -292,7 +452,9 @@ def _model_transforms(model: Any, key_mapping: dict[str, str] | None) -> list[We
                 re.compile(pattern)
             except re.error as exc:
                 raise PlanError(f"key_mapping pattern {pattern!r} is not a valid regex: {exc}.") from None
-    return get_model_conversion_mapping(model, key_mapping)
+    # a tree the quantizer prepared (from_pretrained sets model.hf_quantizer) reads its scales through the
+    # quantizer's own conversions, as from_pretrained does
+    return get_model_conversion_mapping(model, key_mapping, hf_quantizer=getattr(model, "hf_quantizer", None))
 
 
 def _group_targets(group: LoadGroup) -> tuple[str, ...]:
@@ -323,5 +485,28 @@ def _tied_covered(tied: dict[str, str], missing: set[str]) -> set[str]:
     return covered
 
 
+_PART_KEYS: dict[str, tuple] = {}
+_PART_KEYS_LIMIT = 200_000
+
+
+def natural_key(key: str) -> tuple:
+    """transformers' ``dot_natural_key`` order (numbers numerically), each name part's key computed once: name
+    parts repeat across a checkpoint's keys (``model``, ``layers``, ``0``..``255``), keys do not."""
+    parts = key.split(".")
+    try:
+        return tuple(map(_PART_KEYS.__getitem__, parts))
+    except KeyError:
+        return tuple(_part_key(part) for part in parts)
+
+
+def _part_key(part: str) -> tuple:
+    cached = _PART_KEYS.get(part)
+    if cached is None:
+        cached = tuple(dot_natural_key(part)[0])
+        if len(_PART_KEYS) < _PART_KEYS_LIMIT:
+            _PART_KEYS[part] = cached
+    return cached
+
+
 def natural_order(keys: Iterable[str]) -> list[str]:
-    return sorted(keys, key=dot_natural_key)
+    return sorted(keys, key=natural_key)

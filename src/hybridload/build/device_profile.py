@@ -1,0 +1,275 @@
+"""The device a tree is built for, and a window in which remote code sees that device on a GPU-less client.
+
+Real remote code reads the device while it is imported and constructed: Qwen-7B's ``modeling_qwen.py`` sets
+``SUPPORT_BF16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()`` at import and, with it, adds a
+``FlashSelfAttention`` submodule to every attention layer; other code picks classes from
+``get_device_capability()`` in ``__init__``. A CPU client then builds another tree than the GPU server serves.
+
+* :class:`DeviceProfile` -- the answers those queries get on a machine (CUDA or not, device count, compute
+  capability, bf16 support, device name and memory), frozen and JSON-serialisable; :meth:`DeviceProfile.current`
+  reads this machine truthfully, :meth:`DeviceProfile.served_default` is the documented "as served" device.
+* :func:`device_profile_window` (in :mod:`.device_window`, importable from here) -- while open, ``torch.cuda``
+  queries made by remote or user code in this thread answer as the profile would. torch itself, transformers,
+  accelerate, hybridload (the frameworks of :mod:`hybridload.shim.requester`) and every other thread keep the
+  truth. Remote modules are re-executed under the profile and evicted again on exit (:mod:`.profile_modules`),
+  so no module-level answer outlives the window.
+* :func:`check_device_matches` -- on the server: which answers of the real device differ from a profile.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..errors import DeviceProfileError
+
+SCHEMA = "hybridload.device-profile/1"
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """What ``torch.cuda`` answers on one machine (device 0 stands for every device: servers are homogeneous).
+
+    ``bf16`` is ``is_bf16_supported()`` (emulation included, torch's default), ``bf16_native`` the same with
+    ``including_emulation=False``. ``device_name``, ``total_memory`` (bytes) and ``multi_processor_count``
+    describe device 0; None leaves an answer unpinned: no difference is reported for it, and code that asks for
+    it inside a window gets a DeviceProfileError saying to record the server's profile.
+    """
+
+    cuda: bool
+    device_count: int = 0
+    capability: tuple[int, int] | None = None
+    bf16: bool = False
+    bf16_native: bool = False
+    device_name: str | None = None
+    total_memory: int | None = None
+    multi_processor_count: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.capability is not None:
+            object.__setattr__(self, "capability", tuple(self.capability))
+        _validate(self)
+
+    # -- the two profiles hybridload knows --------------------------------------------------------------------
+    @classmethod
+    def current(cls) -> "DeviceProfile":
+        """This machine's answers, read from torch (never from an open window: this module is a framework)."""
+        import torch
+
+        cuda = torch.cuda
+        if not cuda.is_available():
+            return cls(cuda=False)
+        props = cuda.get_device_properties(0)
+        return cls(
+            cuda=True,
+            device_count=cuda.device_count(),
+            capability=(props.major, props.minor),
+            bf16=bool(cuda.is_bf16_supported()),
+            bf16_native=bool(cuda.is_bf16_supported(including_emulation=False)),
+            device_name=props.name,
+            total_memory=int(props.total_memory),
+            multi_processor_count=int(props.multi_processor_count),
+        )
+
+    @classmethod
+    def served_default(cls) -> "DeviceProfile":
+        """The "as served" device when nothing else is known: one NVIDIA H100 80GB HBM3 (Hopper, sm_90).
+
+        Why Hopper: hybridload's served side is a Hopper-class CUDA server (the project's dispatch and kernel
+        runs are on H100s), and every answer remote code branches on -- CUDA present, bf16 supported,
+        capability >= 8.0 (flash-attention 2), >= 9.0 (FP8, flash-attention 3) -- is yes there, so the client
+        builds every GPU-only submodule the server builds. One device, as ``dispatch(device_map="cuda")``
+        uses. Total memory is left unpinned: what a device reports depends on its driver and ECC setting, not
+        only on its model, so no single number is "the" answer. A lock written on the server
+        (``DeviceProfile.current()``) replaces all of it with the real answers.
+        """
+        return cls(
+            cuda=True,
+            device_count=1,
+            capability=(9, 0),
+            bf16=True,
+            bf16_native=True,
+            device_name="NVIDIA H100 80GB HBM3",
+            total_memory=None,
+            multi_processor_count=132,
+        )
+
+    # -- comparing -------------------------------------------------------------------------------------------
+    def differences(self, other: "DeviceProfile", labels: tuple[str, str] = ("profile", "this machine")) -> list[str]:
+        """One line per answer that differs (answers this profile leaves None are not compared)."""
+        lines = []
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if mine is None or mine == theirs:
+                continue
+            lines.append(f"{_LABELS[f.name]}: {_show(mine)} ({labels[0]}) != {_show(theirs)} ({labels[1]})")
+        return lines
+
+    @property
+    def key(self) -> str:
+        """A stable text naming these answers (what module executions are tagged with)."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    # -- serialisation ----------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"schema": SCHEMA}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            data[f.name] = list(value) if isinstance(value, tuple) else value
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, origin: str = "device profile") -> "DeviceProfile":
+        if not isinstance(data, Mapping):
+            raise DeviceProfileError(f"{origin}: a device profile is a JSON object, got {type(data).__name__}.")
+        if data.get("schema", SCHEMA) != SCHEMA:
+            raise DeviceProfileError(
+                f"{origin}: device profile schema {data.get('schema')!r} is not {SCHEMA!r}; write it again with "
+                "DeviceProfile.current().to_json() on the server."
+            )
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names - {"schema"})
+        if unknown or "cuda" not in data:
+            raise DeviceProfileError(
+                f"{origin}: not a device profile (unknown keys: {unknown or 'none'}; 'cuda' "
+                f"{'present' if 'cuda' in data else 'missing'}). Known keys: {', '.join(sorted(names))}."
+            )
+        values = {k: v for k, v in data.items() if k in names}
+        if isinstance(values.get("capability"), list):
+            values["capability"] = tuple(values["capability"])
+        try:
+            return cls(**values)
+        except DeviceProfileError as exc:
+            raise DeviceProfileError(f"{origin}: {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str, *, origin: str = "device profile") -> "DeviceProfile":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DeviceProfileError(f"{origin}: invalid JSON ({exc.msg} at line {exc.lineno}).") from None
+        return cls.from_dict(data, origin=origin)
+
+    @classmethod
+    def read(cls, path: str | Path) -> "DeviceProfile":
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise DeviceProfileError(f"cannot read device profile {path}: {exc}") from None
+        return cls.from_json(text, origin=f"device profile {path}")
+
+
+_LABELS = {
+    "cuda": "CUDA available",
+    "device_count": "device count",
+    "capability": "compute capability",
+    "bf16": "bf16 supported",
+    "bf16_native": "bf16 supported natively",
+    "device_name": "device name",
+    "total_memory": "total memory",
+    "multi_processor_count": "multiprocessor count",
+}
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ".".join(map(str, value))
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _validate(profile: DeviceProfile) -> None:
+    checks: list[tuple[str, Callable[[Any], bool], str]] = [
+        ("cuda", lambda v: isinstance(v, bool), "a bool"),
+        ("device_count", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an int >= 0"),
+        ("capability", lambda v: v is None or (len(v) == 2 and all(isinstance(x, int) and x >= 0 for x in v)),
+         "[major, minor] or null"),
+        ("bf16", lambda v: isinstance(v, bool), "a bool"),
+        ("bf16_native", lambda v: isinstance(v, bool), "a bool"),
+        ("device_name", lambda v: v is None or isinstance(v, str), "a string or null"),
+        ("total_memory", lambda v: v is None or (isinstance(v, int) and v > 0), "bytes (int > 0) or null"),
+        ("multi_processor_count", lambda v: v is None or (isinstance(v, int) and v > 0), "an int > 0 or null"),
+    ]
+    for name, ok, what in checks:
+        if not ok(getattr(profile, name)):
+            raise DeviceProfileError(f"device profile field {name!r} must be {what}, got {getattr(profile, name)!r}.")
+    if profile.cuda and (profile.device_count < 1 or profile.capability is None):
+        raise DeviceProfileError("a CUDA device profile needs device_count >= 1 and a capability [major, minor].")
+    if not profile.cuda and (profile.device_count or profile.bf16 or profile.bf16_native or profile.capability):
+        raise DeviceProfileError("a device profile without CUDA has no devices, no capability and no bf16 support.")
+
+
+def check_device_matches(profile: DeviceProfile) -> list[str]:
+    """The server side: which answers of this machine's device differ from ``profile`` ([] when none do)."""
+    return profile.differences(DeviceProfile.current(), labels=("plan's device profile", "this machine"))
+
+
+# -- which profile a build uses ------------------------------------------------------------------------------------
+
+ENV = "HYBRIDLOAD_DEVICE_PROFILE"
+
+
+def profile_from_lock(document: Mapping[str, Any], *, origin: str = "lock file") -> DeviceProfile | None:
+    """The device profile a lock file records (``"device_profile"``, written on the server), or None."""
+    data = document.get("device_profile") if isinstance(document, Mapping) else None
+    return None if data is None else DeviceProfile.from_dict(data, origin=f"{origin} device_profile")
+
+
+def resolve_profile(config: Any = None) -> DeviceProfile | None:
+    """The profile a meta build runs under: the plan's (a ``device_profile`` it carries), else
+    ``$HYBRIDLOAD_DEVICE_PROFILE`` (``served``, ``current``, ``none``, or a profile/lock JSON file), else the
+    documented "as served" default. None: no window (this machine's own answers)."""
+    plan = None
+    if config is not None:
+        from ..plan.routing import origin_of
+
+        origin = origin_of(config)
+        plan = getattr(origin, "plan", None) if origin is not None else None
+    recorded = getattr(plan, "device_profile", None)
+    if isinstance(recorded, DeviceProfile):
+        return recorded
+    if isinstance(recorded, Mapping):
+        return DeviceProfile.from_dict(recorded, origin="the plan's device_profile")
+    choice = os.environ.get(ENV, "").strip()
+    if choice in ("", "served"):
+        return DeviceProfile.served_default()
+    if choice == "current":
+        return DeviceProfile.current()
+    if choice == "none":
+        return None
+    try:
+        data = json.loads(Path(choice).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DeviceProfileError(
+            f"{ENV}={choice!r} is not 'served', 'current', 'none' or a readable profile/lock JSON file ({exc})."
+        ) from None
+    if isinstance(data, Mapping) and "device_profile" in data:
+        profile = profile_from_lock(data, origin=choice)
+        if profile is not None:
+            return profile
+    return DeviceProfile.from_dict(data, origin=choice)
+
+
+def build_layer(config: Any, kwargs: dict) -> contextlib.AbstractContextManager[Any]:
+    """``hybridload.build`` layer factory: the device-profile window of this build (see :func:`resolve_profile`)."""
+    from .device_window import device_profile_window
+
+    profile = resolve_profile(config)
+    return contextlib.nullcontext() if profile is None else device_profile_window(profile)
+
+
+_WINDOW_NAMES = ("device_profile_window", "ProfileReport", "ProfileDeviceProperties", "CudaQueryPatches", "QUERIES")
+
+
+def __getattr__(name: str) -> Any:
+    """The window's names, importable from here too (``device_window`` imports this module, so lazily)."""
+    if name in _WINDOW_NAMES:
+        from . import device_window
+
+        return getattr(device_window, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
