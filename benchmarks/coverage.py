@@ -176,8 +176,8 @@ def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
 
 
 def run(name: str, spec: dict, quantized: bool, repeat: int, workdir: Path) -> dict:
-    from hybridload.coverage import checkpoint_coverage, local_index
-    from hybridload.coverage.mapping import assess
+    from hybridload.serve.coverage import checkpoint_coverage, local_index
+    from hybridload.serve.coverage.mapping import assess
 
     layout = list(published_layout(spec))
     folder = workdir / name.split("_unquantized")[0]
@@ -240,8 +240,8 @@ def run(name: str, spec: dict, quantized: bool, repeat: int, workdir: Path) -> d
 
 
 def _read_with_collector_on(folder: Path, repeat: int) -> float:
-    """The index read with the cyclic collector left running (what the pause in hybridload.coverage saves)."""
-    from hybridload.coverage import index as index_module
+    """The index read with the cyclic collector left running (what the pause in hybridload.serve.coverage saves)."""
+    from hybridload.serve.coverage import index as index_module
 
     paused = index_module.collection_paused
     index_module.collection_paused = contextlib.nullcontext

@@ -25,6 +25,9 @@ _LAZY: dict[str, str] = {
     "load_real": "hybridload.serve.real",
     "dispatch": "hybridload.serve.dispatch",
     "kernel_report": "hybridload.serve.kernel_report",
+    "checkpoint_coverage": "hybridload.serve.coverage",
+    "CoverageReport": "hybridload.serve.coverage",
+    "DeviceProfile": "hybridload.plan.device_profile",
     "stream_load": "hybridload.serve.streaming",
     "signature": "hybridload.tree.signature",
     "TreeSignature": "hybridload.tree.signature",
@@ -71,6 +74,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .load.tokenizer import load_tokenizer
     from .plan.model import LoadPlan
     from .serve.dispatch import dispatch
+    from .plan.device_profile import DeviceProfile
+    from .serve.coverage import CoverageReport, checkpoint_coverage
     from .serve.kernel_report import kernel_report
     from .serve.real import load_real
     from .serve.streaming import stream_load

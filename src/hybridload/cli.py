@@ -88,7 +88,21 @@ def _resolve(args: argparse.Namespace, lock: str | None = None) -> tuple[Any, Pa
         kwargs["dtype"] = args.dtype
     if lock is not None:
         kwargs["lock"] = lock
+    profile = _device_profile_choice(args, lock)
+    if profile is not None:
+        kwargs["device_profile"] = profile
     return resolve(model, **kwargs), reference
+
+
+def _device_profile_choice(args: argparse.Namespace, lock: str | None) -> str | None:
+    """``--device-profile``; without it, ``hybridload lock`` on a CUDA machine (the server) records this
+    machine's device, and everything else takes the lock's, ``$HYBRIDLOAD_DEVICE_PROFILE`` or "as served"."""
+    chosen = getattr(args, "device_profile", None)
+    if chosen is not None or lock is not None or args.command != "lock":
+        return chosen
+    import torch
+
+    return "current" if torch.cuda.is_available() else None
 
 
 class _UsageError(Exception):
@@ -204,6 +218,12 @@ def cmd_check(args: argparse.Namespace, progress: _Progress) -> int:
     diff = None
     if expected is not None:
         diff = compare(expected, sig, labels=(Path(against).name, "this meta build"))
+    coverage = None
+    if args.checkpoint is not None:
+        from .serve.coverage import checkpoint_coverage
+
+        with progress.step("reading the checkpoint's tensor index"):
+            coverage = checkpoint_coverage(model, args.checkpoint or None)
     record = model.hybridload_build_report
     kinds = [_kind_text(k) for k in _kinds(model)]
     summary = {
@@ -222,6 +242,8 @@ def cmd_check(args: argparse.Namespace, progress: _Progress) -> int:
         "plan_checked_against_lock": lock_file is not None,
         "identical": None if diff is None else diff.identical,
         "diff": None if diff is None else diff.to_dict(),
+        "device_profile": None if plan.device_profile is None else dict(plan.device_profile),
+        "checkpoint": None if coverage is None else coverage.to_dict(),
     }
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
@@ -235,6 +257,7 @@ def cmd_check(args: argparse.Namespace, progress: _Progress) -> int:
         print(f"parameters {human(total)} = {human(size, 'B')}  [{by_dtype}]")
         print(f"layers     {fold_runs(kinds)}")
         print(f"kernels    {record.shim.summary() if record.shim is not None else 'no kernel shim'}")
+        print(f"device     {plan.profile.describe() if plan.profile is not None else 'this machine (no profile)'}")
         for line in record.cuda_redirects:
             print(f"cuda->meta {line}")
         if record.messages:
@@ -248,7 +271,10 @@ def cmd_check(args: argparse.Namespace, progress: _Progress) -> int:
             else:
                 print(f"against    {against}: TREES DIFFER")
                 print(diff.report())
-    return EXIT_OK if diff is None or diff.identical else EXIT_DIFF
+        if coverage is not None:
+            print(coverage.summary() if coverage.ok else coverage.format())
+    trees_match = diff is None or diff.identical
+    return EXIT_OK if trees_match and (coverage is None or coverage.ok) else EXIT_DIFF
 
 
 def _output(path: str) -> Path:
@@ -408,6 +434,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="allow the repository's own modeling code to run (review it first; a lock never grants this)")
         p.add_argument("--auto-class", help="transformers Auto class to build (default AutoModelForCausalLM)")
         p.add_argument("--dtype", help="dtype the server loads with (default: config.json's, else the checkpoint's)")
+        p.add_argument("--device-profile", metavar="PROFILE",
+                       help="the device the tree is built for: served (one H100), current (this machine), none, or a "
+                       "profile/lock JSON file (default: a lock's; `lock` on a CUDA machine: current; else "
+                       "$HYBRIDLOAD_DEVICE_PROFILE or served)")
 
     def json_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help="one JSON document on stdout (errors too), nothing else")
@@ -424,6 +454,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--against", metavar="FILE",
                    help="signature file (`hybridload signature`) or lock file (`hybridload lock`: the plan and the "
                    "remote-code hashes are checked too); MODEL defaults to the lock's repository")
+    p.add_argument("--checkpoint", nargs="?", const="", default=None, metavar="CKPT",
+                   help="also check that a checkpoint fills the tree exactly, reading only tensor headers: the "
+                   "model's own (no value), a local folder, an index file or a Hub repo id")
     json_arg(p)
     p.set_defaults(func=cmd_check)
 

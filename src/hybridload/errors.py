@@ -109,7 +109,7 @@ class CheckpointUnavailableError(HybridloadError, RuntimeError):
 
 class CheckpointCoverageError(HybridloadError, RuntimeError):
     """A checkpoint does not fill the module tree exactly (raised before any weight is read); carries the
-    :class:`~hybridload.coverage.CoverageReport` as ``report``."""
+    :class:`~hybridload.serve.coverage.CoverageReport` as ``report``."""
 
     def __init__(self, message: str, report: object | None = None) -> None:
         super().__init__(message)

@@ -217,7 +217,8 @@ def _entered(call: Callable[[], Any]) -> dict[str, int]:
     return counts
 
 
-META_LAYERS = {"shim": 1, "compat": 1, "attention": 1, "routing": 1, "meta_device": 1, "messages": 1}
+STREAM_LAYERS = {"shim": 1, "compat": 1, "attention": 1, "routing": 1, "meta_device": 1, "messages": 1}
+META_LAYERS = {"device_profile": 1, **STREAM_LAYERS}
 
 
 @pytest.mark.parametrize("installed", [True, False], ids=["installed", "uninstalled"])
@@ -227,11 +228,12 @@ def test_each_layer_is_entered_once_per_build(installed, fixtures):
     if not installed:
         hybridload.uninstall()
     try:
-        assert _entered(lambda: hybridload.resolve(folder, trust_remote_code=True)) == {"shim": 1, "compat": 1}
+        assert _entered(lambda: hybridload.resolve(folder, trust_remote_code=True)) == {
+            "device_profile": 1, "shim": 1, "compat": 1}
         assert _entered(lambda: hybridload.load_config(plan)) == {"compat": 1, "routing": 1}
         assert _entered(lambda: hybridload.load_meta(plan)) == META_LAYERS
         assert _entered(lambda: hybridload.load_tokenizer(hybridload.examples.path("hybrid_tiny"), trust_remote_code=True)) == {
-            "shim": 1, "compat": 2, "routing": 1}  # resolve's import build, then the tokenizer's config build
+            "device_profile": 1, "shim": 1, "compat": 2, "routing": 1}  # resolve's import build, then the tokenizer's config build
     finally:
         hybridload.install()
 
@@ -254,7 +256,7 @@ def test_plain_calls_and_nnsight_enter_each_layer_once(fixtures):
     counts = _entered(lambda: nnsight.TransformersModel(folder, task="text-generation", tokenizer=tiny_tokenizer(),
                                                          trust_remote_code=True))
     # resolve's import build, then one meta build (nnsight's own from_config joins it)
-    assert counts == {**META_LAYERS, "shim": 2, "compat": 2}
+    assert counts == {**META_LAYERS, "device_profile": 2, "shim": 2, "compat": 2}
 
 
 def test_the_real_load_enters_compat_and_routing_once_and_never_the_shim(tmp_path):
@@ -265,4 +267,5 @@ def test_the_real_load_enters_compat_and_routing_once_and_never_the_shim(tmp_pat
     plan = hybridload.resolve(tmp_path / "llama")
     counts = _entered(lambda: hybridload.load_real(plan))
     assert counts == {"compat": 1, "routing": 1}
-    assert _entered(lambda: hybridload.dispatch(plan, low_memory=True)) == META_LAYERS
+    # the served meta tree the checkpoint is checked against and streamed into: this machine's own device
+    assert _entered(lambda: hybridload.dispatch(plan, low_memory=True)) == STREAM_LAYERS

@@ -13,8 +13,8 @@ import pytest
 from huggingface_hub import errors as hub_errors
 from huggingface_hub.hf_api import SafetensorsFileMetadata, SafetensorsRepoMetadata, TensorInfo
 
-from hybridload.coverage import TensorIndex, checkpoint_coverage, hub_index, local_index
-from hybridload.coverage.hub import cached_index_path
+from hybridload.serve.coverage import TensorIndex, checkpoint_coverage, hub_index, local_index
+from hybridload.serve.coverage.hub import cached_index_path
 from hybridload.errors import CheckpointError, CheckpointUnavailableError
 from hybridload.serve.streaming.checkpoint import read_header
 

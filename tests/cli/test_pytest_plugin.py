@@ -43,3 +43,27 @@ def test_plugin_update_then_pass_then_fail(pytester):
     result = pytester.runpytest_subprocess("-q")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*module tree differs*", "*model.embed_tokens.weight*"])
+
+
+def test_plugin_checks_that_a_checkpoint_fills_the_tree(pytester):
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model = pytester.path / "llama"
+    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)).save_pretrained(model)
+    pytester.makepyfile(
+        test_fit=f"""
+        def test_fit(hybridload_meta, hybridload_tree):
+            report = hybridload_tree.assert_checkpoint_fits(hybridload_meta({str(model)!r}))
+            assert report.checkpoint_tensors == report.model_tensors == 21
+        """
+    )
+    pytester.runpytest_subprocess("-q").assert_outcomes(passed=1)
+    tensors = load_file(model / "model.safetensors")
+    tensors["model.layers.1.mlp.up_proj.weight"] = torch.zeros(3, 3)  # a shape the tree does not have
+    save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
+    result = pytester.runpytest_subprocess("-q")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*checkpoint does not fill the tree*", "*model.layers.1.mlp.up_proj.weight*"])

@@ -19,6 +19,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -155,14 +158,14 @@ _SERVER_PRELUDE = textwrap.dedent('''
     import torch
 
     class _Props:
-        name, major, minor = "NVIDIA H100 80GB HBM3", 9, 0
-        total_memory, multi_processor_count, is_integrated, is_multi_gpu_board, warp_size = 85520809984, 132, 0, 0, 32
+        name, (major, minor), multi_processor_count = GPU
+        total_memory, is_integrated, is_multi_gpu_board, warp_size = 85520809984, 0, 0, 32
 
     torch.cuda.is_available = lambda: True
     torch.cuda.device_count = lambda: 1
     torch.cuda.current_device = lambda: 0
     torch.cuda.is_bf16_supported = lambda including_emulation=True: True
-    torch.cuda.get_device_capability = lambda device=None: (9, 0)
+    torch.cuda.get_device_capability = lambda device=None: (_Props.major, _Props.minor)
     torch.cuda.get_device_name = lambda device=None: _Props.name
     torch.cuda.get_device_properties = lambda device=None: _Props()
     sys.path.insert(0, PACKAGES)  # flash-attn installed, as on the server
@@ -178,13 +181,46 @@ _FLASH_ATTN = {
 }
 
 
-def server_prelude(packages: Path) -> str:
-    """Python run first in a subprocess that plays the GPU server (an H100, flash-attn installed)."""
+H100 = ("NVIDIA H100 80GB HBM3", (9, 0), 132)
+A100 = ("NVIDIA A100-SXM4-80GB", (8, 0), 108)
+
+
+def server_prelude(packages: Path, gpu: tuple = H100) -> str:
+    """Python run first in a subprocess that plays the GPU server (an H100 unless ``gpu`` says otherwise,
+    flash-attn installed)."""
     for name, text in _FLASH_ATTN.items():
         path = packages / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    return f"PACKAGES = {str(packages)!r}\n" + _SERVER_PRELUDE
+    return f"PACKAGES = {str(packages)!r}\nGPU = {gpu!r}\n" + _SERVER_PRELUDE
+
+
+def run_on_server(tmp_path: Path, code: str, gpu: tuple = H100, *, hybridload_active: bool = False) -> None:
+    """Run ``code`` in a subprocess playing the GPU server (its own modules cache)."""
+    env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / f"server-modules-{gpu[1][0]}{gpu[1][1]}"))
+    if not hybridload_active:
+        env["HYBRIDLOAD_DISABLE"] = "1"
+    result = subprocess.run([sys.executable, "-c", server_prelude(tmp_path / "site", gpu) + code], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+
+
+def server_signature(tmp_path: Path, folder: Path, gpu: tuple = H100) -> Any:
+    """Sign the tree a GPU server builds: a process where torch.cuda answers as ``gpu`` does (for everyone)
+    and flash-attn is installed; plain transformers, hybridload's integration off."""
+    import hybridload
+
+    out = tmp_path / f"server-{gpu[1][0]}{gpu[1][1]}.json"
+    run_on_server(tmp_path, f"""
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+import hybridload
+config = AutoConfig.from_pretrained({str(folder)!r}, trust_remote_code=True)
+with torch.device("meta"):
+    model = AutoModelForCausalLM.from_config(config, trust_remote_code=True)
+open({str(out)!r}, "w").write(hybridload.signature(model).to_json())
+""", gpu)
+    return hybridload.TreeSignature.read(out)
 
 
 def write_device_model(root: Path, name: str = "devq_model", **config: Any) -> Path:

@@ -4,8 +4,6 @@ truth (other threads, torch, transformers, accelerate, hybridload), and nothing 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -15,14 +13,8 @@ import pytest
 import torch
 
 import hybridload
-from hybridload.build.device_profile import (
-    QUERIES,
-    DeviceProfile,
-    check_device_matches,
-    device_profile_window,
-    profile_from_lock,
-    resolve_profile,
-)
+from hybridload.build.device_window import QUERIES, device_profile_window
+from hybridload.plan.device_profile import DeviceProfile, check_device_matches, choose_profile, profile_from_lock
 from hybridload.errors import DeviceProfileError, HybridloadError
 
 SERVED = DeviceProfile.served_default()
@@ -31,7 +23,8 @@ A100 = DeviceProfile(cuda=True, device_count=8, capability=(8, 0), bf16=True, bf
 
 
 def build(folder: Path) -> torch.nn.Module:
-    """The user's meta build (``import hybridload`` runs from_config inside the kernel shim)."""
+    """The user's meta build (``import hybridload`` runs from_config in the build path, under the default
+    device profile: "as served")."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
@@ -39,38 +32,26 @@ def build(folder: Path) -> torch.nn.Module:
         return AutoModelForCausalLM.from_config(config, trust_remote_code=True)
 
 
+def truthful_build(folder: Path) -> torch.nn.Module:
+    """The same build with ``HYBRIDLOAD_DEVICE_PROFILE=none``: this CPU machine's own answers."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HYBRIDLOAD_DEVICE_PROFILE", "none")
+        return build(folder)
+
+
 def remote_namespace(model: torch.nn.Module) -> dict:
     """The globals of the remote module that defined the model (alive after the module left sys.modules)."""
     return type(model).__init__.__globals__
 
 
-def server_signature(tmp_path: Path, folder: Path) -> hybridload.TreeSignature:
-    """Sign the tree a GPU server builds: a process where torch.cuda answers as an H100 does (for everyone)
-    and flash-attn is installed; plain transformers, hybridload's integration off."""
-    out = tmp_path / "server.json"
-    code = dfx.server_prelude(tmp_path / "site") + f"""
-import torch
-from transformers import AutoConfig, AutoModelForCausalLM
-import hybridload
-config = AutoConfig.from_pretrained({str(folder)!r}, trust_remote_code=True)
-with torch.device("meta"):
-    model = AutoModelForCausalLM.from_config(config, trust_remote_code=True)
-open({str(out)!r}, "w").write(hybridload.signature(model).to_json())
-"""
-    env = dict(os.environ, HYBRIDLOAD_DISABLE="1", HF_MODULES_CACHE=str(tmp_path / "server-modules"))
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return hybridload.TreeSignature.read(out)
-
-
 def test_client_tree_under_the_served_profile_is_the_server_tree(tmp_path: Path) -> None:
     folder = dfx.write_device_model(tmp_path, name="devq_served")
-    server = server_signature(tmp_path, folder)
+    server = dfx.server_signature(tmp_path, folder)
 
-    plain = build(folder)  # this CPU machine's answers: no flash attention, the split MLP
+    plain = truthful_build(folder)  # this CPU machine's answers: no flash attention, the split MLP
     with device_profile_window(SERVED) as report:
         served = build(folder)
-    after = build(folder)
+    after = truthful_build(folder)
 
     assert hybridload.compare(server, served, labels=("server", "client")).identical
     diff = hybridload.compare(server, plain, labels=("server", "client"))
@@ -86,7 +67,7 @@ def test_client_tree_under_the_served_profile_is_the_server_tree(tmp_path: Path)
 def test_module_level_answers_never_outlive_the_window(tmp_path: Path) -> None:
     # use_flash_attn=False: no kernel package is imported, so only the profile window evicts the module
     folder = dfx.write_device_model(tmp_path, name="devq_module_level", use_flash_attn=False)
-    before = build(folder)
+    before = truthful_build(folder)
     assert remote_namespace(before)["SUPPORT_BF16"] is False
     with device_profile_window(SERVED) as report:
         inside = build(folder)  # the module executed before the window is executed again under the profile
@@ -99,7 +80,7 @@ def test_module_level_answers_never_outlive_the_window(tmp_path: Path) -> None:
 
     registered = [cls.__module__ for cls in AutoModelForCausalLM._model_mapping._extra_content.values()]
     assert not set(registered) & set(report.evicted_on_exit)  # no Auto registration points into them
-    after = build(folder)
+    after = truthful_build(folder)
     assert remote_namespace(after)["SUPPORT_BF16"] is False
     assert type(after.transformer.h[0].mlp).__name__ == "SplitMLP"
 
@@ -275,18 +256,18 @@ def test_current_reads_the_real_device_and_matches_itself() -> None:
         assert served and all("(plan's device profile)" in line for line in served)
 
 
-def test_resolve_profile_from_environment_and_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_choose_profile_from_environment_and_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HYBRIDLOAD_DEVICE_PROFILE", raising=False)
-    assert resolve_profile() == SERVED
+    assert choose_profile() == SERVED
     monkeypatch.setenv("HYBRIDLOAD_DEVICE_PROFILE", "current")
-    assert resolve_profile() == DeviceProfile.current()
+    assert choose_profile() == DeviceProfile.current()
     monkeypatch.setenv("HYBRIDLOAD_DEVICE_PROFILE", "none")
-    assert resolve_profile() is None
+    assert choose_profile() is None
     lock = {"schema": "hybridload.lock/1", "plan": {}, "device_profile": A100.to_dict()}
     (tmp_path / "model.lock.json").write_text(json.dumps(lock))
     monkeypatch.setenv("HYBRIDLOAD_DEVICE_PROFILE", str(tmp_path / "model.lock.json"))
-    assert resolve_profile() == A100 == profile_from_lock(lock)
+    assert choose_profile() == A100 == profile_from_lock(lock)
     assert profile_from_lock({"plan": {}}) is None
     monkeypatch.setenv("HYBRIDLOAD_DEVICE_PROFILE", str(tmp_path / "absent.json"))
     with pytest.raises(DeviceProfileError, match="not 'served', 'current', 'none' or a readable"):
-        resolve_profile()
+        choose_profile()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 
 import hybridload
 from hybridload.errors import PlanError
-from hybridload.plan.model import LoadPlan
+from hybridload.plan.model import SCHEMA, LoadPlan
 
 
 def test_plan_is_immutable(build):
@@ -70,7 +71,7 @@ def test_from_json_rejects_foreign_documents():
     with pytest.raises(PlanError, match="schema"):
         LoadPlan.from_json('{"schema": 0}')
     with pytest.raises(PlanError, match="unknown keys"):
-        LoadPlan.from_json('{"schema": 2, "bogus": 1}')
+        LoadPlan.from_json(json.dumps({"schema": SCHEMA, "bogus": 1}))
 
 
 def test_importing_hybridload_and_plan_modules_stays_light():

@@ -7,7 +7,8 @@ import torch
 from hybridload.quant import backends
 from hybridload.quant.modules import NVFP4Linear
 from hybridload.quant.numerics import dequantize_nvfp4, pack_codes, quantize_nvfp4, round_to_e2m1, unpack_codes
-from hybridload.serve.kernel_report import KERNEL, REAL, REFERENCE_PATH, KernelReport
+from hybridload.kernels.kernel_entry import KERNEL, REAL, REFERENCE_PATH
+from hybridload.serve.kernel_report import KernelReport
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """A served model never holds weights the checkpoint did not provide, on every load path.
 
-Missing and unexpected tensors are refused the same way by ``load_real``, ``dispatch`` and
-``dispatch(low_memory=True)``, with a CheckpointError listing them; the class's own ignore rules, tied weights
+Missing and unexpected tensors are refused by ``load_real`` (CheckpointError, from transformers' loading info)
+and by ``dispatch`` and ``dispatch(low_memory=True)`` before a weight is read (CheckpointCoverageError, from
+the shard headers), each listing them; the class's own ignore rules, tied weights
 and non-persistent buffers are honoured; ``allow_incomplete_checkpoint=True`` opts out and is recorded; a
 truncated or corrupt shard is named; ``hybridload doctor`` follows its exit codes.
 """
@@ -15,7 +16,10 @@ from safetensors.torch import load_file, save_file
 
 import hybridload
 from hybridload.cli import main as cli
-from hybridload.errors import CheckpointError, PlanError
+from hybridload.errors import CheckpointCoverageError, CheckpointError, PlanError
+
+#: what each path raises for a checkpoint that does not fill the tree
+REFUSAL = {"load_real": CheckpointError, "dispatch": CheckpointCoverageError, "dispatch_low_memory": CheckpointCoverageError}
 
 PATHS = {
     "load_real": lambda plan, **kw: hybridload.load_real(plan, **kw),
@@ -47,16 +51,18 @@ def _rewrite(folder: Path, change) -> None:
 def test_a_missing_tensor_is_refused_on_every_path(llama, path):
     _rewrite(llama, lambda t: t.pop("model.layers.1.mlp.down_proj.weight"))
     plan = hybridload.resolve(llama)
-    with pytest.raises(CheckpointError, match="model.layers.1.mlp.down_proj.weight") as info:
+    with pytest.raises(REFUSAL[path], match="model.layers.1.mlp.down_proj.weight") as info:
         PATHS[path](plan)
     assert "does not" in str(info.value) or "would stay on meta" in str(info.value)
+    if path != "load_real":
+        assert "Nothing was read" in str(info.value)
 
 
 @pytest.mark.parametrize("path", sorted(PATHS))
 def test_an_unexpected_tensor_is_refused_on_every_path(llama, path):
     _rewrite(llama, lambda t: t.__setitem__("model.layers.1.extra.weight", torch.zeros(3)))
     plan = hybridload.resolve(llama)
-    with pytest.raises(CheckpointError, match="model.layers.1.extra.weight"):
+    with pytest.raises(REFUSAL[path], match="model.layers.1.extra.weight"):
         PATHS[path](plan)
 
 

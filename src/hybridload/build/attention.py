@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator

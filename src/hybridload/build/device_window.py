@@ -1,6 +1,6 @@
 """The device-profile window: ``torch.cuda`` queries of remote and user code answer as a profile would.
 
-The window of :mod:`hybridload.build.device_profile` (see there for what and why). Each patched ``torch.cuda``
+The profile is :class:`hybridload.plan.device_profile.DeviceProfile` (see there for why). Each patched ``torch.cuda``
 function asks which window this thread is in and who asks: outside a window, or when a framework asks (torch
 itself, transformers, accelerate, hybridload: :mod:`hybridload.shim.requester`), it calls the original.
 """
@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from ..errors import DeviceProfileError
+from ..hooks.passthrough import passes_through
 from ..shim.requester import is_framework, requester_from_stack
-from .device_profile import _LABELS, DeviceProfile
+from ..plan.device_profile import LABELS, DeviceProfile, choose_profile
 
 
 class ProfileDeviceProperties:
@@ -59,7 +60,7 @@ class ProfileDeviceProperties:
 
 def _unpinned(field_name: str) -> str:
     return (
-        f"remote code asked for the device's {_LABELS[field_name]}, which the device profile of this build leaves "
+        f"remote code asked for the device's {LABELS[field_name]}, which the device profile of this build leaves "
         "unpinned; record the server's profile (DeviceProfile.current() on the server, written by hybridload lock) "
         "and build with it."
     )
@@ -186,9 +187,9 @@ class CudaQueryPatches:
 
 
 def _override(owner: Callable[[], Any], name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Any:
-    from ..plan.scoped import ScopedOverride
+    from ..hooks.patch import Patch
 
-    return ScopedOverride(owner, name, make)
+    return Patch(owner, name, make, lazy=True, key=f"torch.cuda.{name}")
 
 
 def _torch_cuda() -> Any:
@@ -199,6 +200,7 @@ def _torch_cuda() -> Any:
 
 def _wrapper_for(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def make(original: Callable[..., Any]) -> Callable[..., Any]:
+        @passes_through
         def query(*args: Any, **kwargs: Any) -> Any:
             window = _active()
             if window is None:
@@ -210,10 +212,6 @@ def _wrapper_for(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]
             window.report._record(requester or "?", name, answer)
             return answer
 
-        query.__name__ = getattr(original, "__name__", name)
-        query.__qualname__ = getattr(original, "__qualname__", name)
-        query.__doc__ = getattr(original, "__doc__", None)
-        query.__wrapped__ = original  # type: ignore[attr-defined]
         return query
 
     return make
@@ -305,3 +303,23 @@ def _leave(profile: DeviceProfile) -> None:
         _patches.release()
 
 
+
+
+def open_profile() -> DeviceProfile | None:
+    """The profile of the window open in this thread, if any (a build inside it keeps it)."""
+    window = _active()
+    return None if window is None else window.profile
+
+
+def profile_for_build(config: Any = None) -> DeviceProfile | None:
+    """The profile a build routed from a plain transformers call uses: the one of the plan ``config`` came
+    from (``hybridload.load_config``), else :func:`~hybridload.plan.device_profile.choose_profile`'s default
+    (``$HYBRIDLOAD_DEVICE_PROFILE``, or "as served")."""
+    if config is not None:
+        from .routing import origin_of
+
+        origin = origin_of(config)
+        plan = getattr(origin, "plan", None) if origin is not None else None
+        if plan is not None:
+            return plan.profile
+    return choose_profile(None)

@@ -7,12 +7,16 @@ is a function of its purpose alone, never of what happened to be installed:
 purpose       layers, outermost first
 ============  ===========================================================================================
 ``config``    compat (4.x config code), routing
-``import``    kernel shim, compat
-``meta``      kernel shim, compat, attention rule, routing, meta device, captured model messages
+``import``    device profile, kernel shim, compat
+``meta``      device profile, kernel shim, compat, attention rule, routing, meta device, captured model messages
 ``real``      compat, routing (the remote class is imported first, under a short kernel-shim window
               that serves hybridload's Triton kernels, when the fallback policy is ``triton``)
-``stream``    ``meta`` then weights streamed in (a low-memory real load): the meta layers, on the server
+``stream``    ``meta`` then weights streamed in (a low-memory real load): the meta layers, on the server, without
+              the device profile (the server's ``torch.cuda`` tells the truth; ``dispatch`` checks it matches)
 ============  ===========================================================================================
+
+The device profile layer makes remote code's ``torch.cuda`` queries answer as the plan's device would
+(:mod:`.device_window`); a spec without a profile enters it as a no-op, so the layer count stays one per build.
 
 The session is current for its thread (a ``ContextVar``): a hybridload call or an integration wrapper
 reached *inside* a build (``from_config`` called by nnsight's own meta build, ``AutoConfig.from_pretrained``
@@ -33,8 +37,8 @@ from .routing import Origin
 
 PURPOSES: dict[str, tuple[str, ...]] = {
     "config": ("compat", "routing"),
-    "import": ("shim", "compat"),
-    "meta": ("shim", "compat", "attention", "routing", "meta_device", "messages"),
+    "import": ("device_profile", "shim", "compat"),
+    "meta": ("device_profile", "shim", "compat", "attention", "routing", "meta_device", "messages"),
     "real": ("compat", "routing"),
     "stream": ("shim", "compat", "attention", "routing", "meta_device", "messages"),
 }
@@ -49,6 +53,7 @@ class BuildSpec:
     config: Any = None  # a config built before the session (compat adapts its remote classes)
     cpu_scalars: bool = False  # compat: answer value reads of small meta tensors from CPU shadows
     kernel_fallback: str = "none"  # real/stream: "triton" binds hybridload's kernels for missing packages
+    device_profile: Any = None  # import/meta: the DeviceProfile remote code's torch.cuda queries see (None: truth)
     label: str = ""  # what is being built, for messages
 
     def __post_init__(self) -> None:
@@ -65,6 +70,7 @@ class BuildRecord:
     layers: list[str] = field(default_factory=list)
     shim: ShimReport | None = None
     compat: CompatRecord | None = None
+    device: Any = None  # the device-profile window's ProfileReport (which torch.cuda queries remote code made)
     cuda_redirects: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)  # the model code's warnings, captured during a meta build
     notes: list[str] = field(default_factory=list)
@@ -81,7 +87,7 @@ class BuildRecord:
                 self.messages.append(line)
 
     def __getattr__(self, name: str) -> Any:  # reads like the shim report: record.stand_ins, record.packages
-        if name.startswith("_") or name in ("spec", "layers", "shim", "compat"):
+        if name.startswith("_") or name in ("spec", "layers", "shim", "compat", "device"):
             raise AttributeError(name)
         shim = self.__dict__.get("shim")
         if shim is None:
@@ -98,6 +104,7 @@ class BuildRecord:
             "layers": list(self.layers),
             "stood_in": self.shim.to_dict() if self.shim is not None else None,
             "compat": self.compat.to_dict() if self.compat is not None else None,
+            "device_profile": self.device.to_dict() if self.device is not None else None,
             "cuda_redirects": list(self.cuda_redirects),
             "messages": list(self.messages),
             "notes": list(self.notes),
@@ -119,6 +126,16 @@ class Layer:
             self.entries += 1
         record.layers.append(self.name)
         return value
+
+
+def _device_profile(spec: BuildSpec, record: BuildRecord) -> ContextManager[Any]:
+    from .device_window import device_profile_window, open_profile
+
+    if spec.device_profile is None or record.spec.purpose in ("real", "stream"):
+        return contextlib.nullcontext()  # nested in a served load: the server's own answers are the truth
+    if open_profile() is not None:
+        return contextlib.nullcontext()  # the caller's own device_profile_window decides
+    return device_profile_window(spec.device_profile)
 
 
 def _shim(spec: BuildSpec, record: BuildRecord) -> ContextManager[Any]:
@@ -162,6 +179,7 @@ def _messages(spec: BuildSpec, record: BuildRecord) -> ContextManager[Any]:
 LAYERS: dict[str, Layer] = {
     layer.name: layer
     for layer in (
+        Layer("device_profile", _device_profile),
         Layer("shim", _shim),
         Layer("compat", _compat),
         Layer("attention", _attention),
@@ -205,6 +223,8 @@ def build_session(spec: BuildSpec) -> Iterator[BuildRecord]:
                     record.shim = value
                 elif name == "compat":
                     record.compat = value
+                elif name == "device_profile":
+                    record.device = value
             yield record
     finally:
         if outer is not None:  # the layers this nested session added are gone again

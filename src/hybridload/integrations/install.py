@@ -64,14 +64,17 @@ def _make_from_config(func: Callable[..., Any]) -> Callable[..., Any]:
 
         if current_build() is not None:
             return func(cls, config, **kwargs)
+        from ..build.device_window import profile_for_build
         from ..build.routing import origin_of
         from ..build.session import BuildSpec, build_session
         from ..compat.compat_window import cpu_scalars_requested
 
-        # on meta: the client's meta build; on a real device: a real build (compat and routing, real kernels)
+        # on meta: the client's meta build (under the plan's device profile, or the default one); on a real
+        # device: a real build (compat and routing, real kernels, the machine's own torch.cuda answers)
         purpose = "meta" if building_on_meta() else "real"
+        profile = profile_for_build(config) if purpose == "meta" else None
         spec = BuildSpec(purpose, origin=origin_of(config), config=config, cpu_scalars=cpu_scalars_requested(),
-                         label=type(config).__name__)
+                         device_profile=profile, label=type(config).__name__)
         with build_session(spec):
             return func(cls, config, **kwargs)
 

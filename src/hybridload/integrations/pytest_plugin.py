@@ -3,7 +3,8 @@
 Fixtures: ``hybridload_meta`` (build a meta model from a model id/path/plan, through the same build path as
 ``hybridload.load_meta``; ``lock=path`` checks the plan and the remote-code hashes against a lock file first)
 and ``hybridload_tree`` (an assertion helper comparing a model or signature with an expected signature *or
-lock* file, failing with the readable diff). ``--hybridload-update`` rewrites expected signature files instead
+lock* file, failing with the readable diff; ``assert_checkpoint_fits`` checks that a checkpoint fills a meta
+tree exactly, from its shard headers, failing with the coverage report). ``--hybridload-update`` rewrites expected signature files instead
 of comparing. Trust is explicit here as everywhere: pass ``trust_remote_code=True``; a lock never grants it.
 Nothing heavy is imported until a fixture is used.
 """
@@ -30,7 +31,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 class TreeChecker:
-    """``hybridload_tree.assert_matches(model_or_signature, "expected.json")``."""
+    """``hybridload_tree.assert_matches(model_or_signature, "expected.json")`` and
+    ``hybridload_tree.assert_checkpoint_fits(meta_model[, checkpoint])``."""
 
     def __init__(self, update: bool) -> None:
         self.update = update
@@ -58,6 +60,18 @@ class TreeChecker:
         if not diff.identical:
             pytest.fail(f"module tree differs from {path}:\n{diff.report(max_items=max_items)}", pytrace=False)
         return sig
+
+
+    def assert_checkpoint_fits(self, meta_model: Any, checkpoint: Any = None, *, key_mapping: Any = None,
+                               max_items: int = 20) -> Any:
+        """Fail unless ``checkpoint`` (default: the plan's own; a folder, index file or Hub repo id) fills
+        ``meta_model`` exactly by the real load's rules; reads tensor headers only. Returns the report."""
+        from hybridload.serve.coverage import checkpoint_coverage
+
+        report = checkpoint_coverage(meta_model, checkpoint, key_mapping=key_mapping)
+        if not report.ok:
+            pytest.fail(report.format(max_items=max_items), pytrace=False)
+        return report
 
 
 @pytest.fixture

@@ -106,7 +106,8 @@ def config_in_session(plan: LoadPlan) -> tuple[Any, dict[str, Any]]:
 def session_spec(plan: LoadPlan, purpose: str, **extra: Any) -> BuildSpec:
     from ..compat.compat_window import cpu_scalars_requested
 
-    return BuildSpec(purpose, origin=origin_of_plan(plan), cpu_scalars=cpu_scalars_requested(), label=plan.model_class, **extra)
+    return BuildSpec(purpose, origin=origin_of_plan(plan), cpu_scalars=cpu_scalars_requested(),
+                     device_profile=plan.profile, label=plan.model_class, **extra)
 
 
 def load_config(model: str | os.PathLike | LoadPlan, **resolve_kwargs: Any) -> Any:

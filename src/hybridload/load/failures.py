@@ -16,7 +16,6 @@ import importlib.util
 import os
 import re
 import traceback
-from typing import Any
 
 from ..errors import HybridloadError, InternalError, RemoteCodeError, ValueDependentInitError
 from ..hooks.passthrough import is_pass_through

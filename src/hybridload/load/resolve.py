@@ -17,10 +17,11 @@ from typing import Any, Mapping
 
 from ..build.attention import choose
 from ..build.session import BuildSpec, build_session
-from ..errors import ConfigError, HybridloadError, PlanError, RemoteCodeError
+from ..errors import ConfigError, HybridloadError, PlanError
 from ..plan import arguments, lockfile
 from ..plan.classes import check_native_config, choose_classes
 from ..plan.code import CodeRef, collect_code_files, is_module_ref, parse_ref
+from ..plan.device_profile import DeviceProfile, ProfileChoice, choose_profile
 from ..plan.dtype import resolve_dtype
 from ..plan.files import MissingFile, RepoFiles
 from ..plan.model import NATIVE, REMOTE, SOURCE_HUB, SOURCE_LOCAL, CodeFile, LoadPlan
@@ -41,6 +42,7 @@ def resolve(
     dtype: Any = None,
     attn_implementation: str | None = None,
     auto_class: str | None = None,
+    device_profile: ProfileChoice = None,
     lock: str | os.PathLike | None = None,
     update_lock: bool = False,
     **load_kwargs: Any,
@@ -51,15 +53,17 @@ def resolve(
     overrides recorded in the plan and applied identically by every load. ``lock=path``: when the file exists,
     the fresh resolution must match it (decisions not passed here are taken from it, except trust, which is
     never taken from a file); when it does not, or with ``update_lock=True``, the plan and the tree it builds
-    are written there.
+    are written there. ``device_profile``: the device the tree is built for (a ``DeviceProfile``, ``"served"``,
+    ``"current"``, ``"none"`` or a profile/lock JSON file; default: the lock's, else ``$HYBRIDLOAD_DEVICE_PROFILE``,
+    else "as served").
 
     Given a plan, returns it unchanged; arguments must agree with it, and ``trust_remote_code=True`` confirms a
     plan read from a file for this process.
     """
     if isinstance(model, LoadPlan):
         return _confirm(model, revision=revision, trust_remote_code=trust_remote_code, code_revision=code_revision,
-                        dtype=dtype, attn_implementation=attn_implementation, auto_class=auto_class, lock=lock,
-                        load_kwargs=load_kwargs)
+                        dtype=dtype, attn_implementation=attn_implementation, auto_class=auto_class,
+                        device_profile=device_profile, lock=lock, load_kwargs=load_kwargs)
     check_revision(revision)
     check_revision(code_revision, what="code_revision")
     load_kwargs = _checked_load_kwargs(load_kwargs)
@@ -78,10 +82,11 @@ def resolve(
         load_kwargs = load_kwargs or dict(locked.load_kwargs)
         if code_revision is None and locked.code_repo not in (None, locked.repo):
             code_revision = locked.code_commit
+    profile = locked.profile if locked is not None and device_profile is None else choose_profile(device_profile)
     plan = _resolve(
         model, revision=revision, trust_remote_code=trust_remote_code, code_revision=code_revision, dtype=dtype,
         attn_implementation=attn_implementation, auto_class=auto_class or DEFAULT_AUTO_CLASS, load_kwargs=load_kwargs,
-        locked=locked, lock_path=lock_path,
+        locked=locked, lock_path=lock_path, profile=profile,
     )
     if locked is not None and lock_path is not None:
         if dtype_from_lock:  # the lock's decision, kept with the reason it was made for
@@ -245,7 +250,7 @@ def _requested_attention(argument: str | None, config: Mapping[str, Any]) -> tup
 def _resolve(
     model: str | os.PathLike, *, revision: str | None, trust_remote_code: bool | None, code_revision: str | None,
     dtype: Any, attn_implementation: str | None, auto_class: str, load_kwargs: dict[str, Any],
-    locked: LoadPlan | None, lock_path: Path | None,
+    locked: LoadPlan | None, lock_path: Path | None, profile: DeviceProfile | None,
 ) -> LoadPlan:
     repo, local = _source(model, revision)
     if local:
@@ -295,7 +300,7 @@ def _resolve(
         check_native_config(choice.config_class, config, where, remote_config, trusted.trusted, repo)
     if choice.model_source == REMOTE:
         assert choice.model_ref is not None
-        with build_session(BuildSpec("import", label=f"{repo} model class")):
+        with build_session(BuildSpec("import", device_profile=profile, label=f"{repo} model class")):
             code_pin = code_commit if (not local or code_repo != repo) else None
             model_cls = import_remote_class(None if local else commit, code_pin, choice.model_ref.raw, repo=repo)
     else:
@@ -328,6 +333,7 @@ def _resolve(
         attn_implementation_built=attention.built,
         attn_note=attention.note,
         load_kwargs=load_kwargs,
+        device_profile=profile.to_dict() if profile is not None else None,
         versions=_versions(),
         auto_map_unused=choice.unused,
         quantization=quantization,

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 
 from ..errors import PlanError
 
-PLAN = ("revision", "trust_remote_code", "code_revision", "dtype", "attn_implementation", "auto_class")
+PLAN = ("revision", "trust_remote_code", "code_revision", "dtype", "attn_implementation", "auto_class", "device_profile")
 LOCK = ("lock", "update_lock")
 PLACEMENT = frozenset({
     "device_map", "max_memory", "offload_folder", "offload_buffers", "offload_state_dict", "low_cpu_mem_usage",
@@ -92,9 +92,22 @@ def plan_conflicts(plan: Any, given: Mapping[str, Any]) -> list[str]:
     for name, value in given.items():
         if value is None:
             continue
+        if name == "device_profile":
+            conflicts.extend(_profile_conflict(plan, value))
+            continue
         if name == "dtype":
             value = str(value).removeprefix("torch.")
         options = accepted[name]
         if value not in options:
             conflicts.append(f"{name}={value!r} (the plan has {options[-1] if name != 'revision' else plan.commit or plan.fingerprint!r})")
     return conflicts
+
+
+def _profile_conflict(plan: Any, value: Any) -> list[str]:
+    from .device_profile import choose_profile
+
+    given = choose_profile(value)
+    recorded = plan.profile
+    if given == recorded:
+        return []
+    return [f"device_profile={given.describe() if given else 'none'} (the plan has {recorded.describe() if recorded else 'none'})"]

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from ..errors import PlanError
 
-SCHEMA = 2
+SCHEMA = 3
 
 SOURCE_HUB = "hub"
 SOURCE_LOCAL = "local"
@@ -72,6 +72,9 @@ class LoadPlan:
     auto_map_unused: Mapping[str, Any] = field(default_factory=dict)
     #: the pre-quantized checkpoint's format (``hybridload.quant.QuantFormat.to_dict()``), None if unquantized
     quantization: Mapping[str, Any] | None = None
+    #: the device the tree is built for (``DeviceProfile.to_dict()``): what remote code's ``torch.cuda`` queries
+    #: answer during a meta build; None: the building machine's own answers
+    device_profile: Mapping[str, Any] | None = None
     schema: int = SCHEMA
     #: how this process confirmed ``trust_remote_code=True`` ("explicit argument"); never serialised: a plan
     #: read from a file (a lock, a request) carries the decision as a record, not as a grant
@@ -84,6 +87,8 @@ class LoadPlan:
         object.__setattr__(self, "auto_map_unused", _frozen_mapping(self.auto_map_unused))
         if self.quantization is not None:
             object.__setattr__(self, "quantization", _frozen_mapping(self.quantization))
+        if self.device_profile is not None:
+            object.__setattr__(self, "device_profile", _frozen_mapping(self.device_profile))
 
     def __hash__(self) -> int:
         return hash(self.to_json())
@@ -96,6 +101,13 @@ class LoadPlan:
     @property
     def uses_remote_code(self) -> bool:
         return REMOTE in (self.model_class_source, self.config_class_source)
+
+    @property
+    def profile(self) -> Any:
+        """The :class:`~hybridload.plan.device_profile.DeviceProfile` the tree is built for (None: none)."""
+        from .device_profile import DeviceProfile
+
+        return None if self.device_profile is None else DeviceProfile.from_dict(self.device_profile, origin="plan")
 
     @property
     def load_revision(self) -> str | None:
@@ -189,6 +201,7 @@ class LoadPlan:
             "trust_reason": self.trust_reason,
             "dtype": self.dtype,
             "quantization": None if self.quantization is None else dict(self.quantization),
+            "device_profile": None if self.device_profile is None else dict(self.device_profile),
             "attn_implementation": {
                 "requested": self.attn_implementation,
                 "built": self.attn_implementation_built,
@@ -234,7 +247,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "attn_implementation": (str, type(None)),
     "attn_implementation_built": (str,),
     "attn_note": (str,),
-    "quantization": (dict, type(None)),
+    "quantization": (Mapping, type(None)),
+    "device_profile": (Mapping, type(None)),
 }
 
 
@@ -249,3 +263,10 @@ def _check_types(plan: LoadPlan, origin: str) -> None:
         raise PlanError(f"{origin}: a Hub plan must name a commit; re-resolve the plan")
     if plan.source == SOURCE_LOCAL and not plan.fingerprint:
         raise PlanError(f"{origin}: a local-folder plan must carry a fingerprint; re-resolve the plan")
+    if plan.device_profile is not None:
+        from ..errors import DeviceProfileError
+
+        try:
+            plan.profile
+        except DeviceProfileError as exc:
+            raise PlanError(f"{origin}: {exc} Re-resolve the plan.") from None

@@ -3,14 +3,19 @@
 Order of work (each step exists because of a failure seen in practice):
 1. arguments: plan decisions must agree with the plan (never edited at load time), placement must be honoured
    by the chosen path, unknown keywords are a TypeError;
-2. evict remote-code modules that hold stand-ins, so the real load re-executes them and binds real kernels
+2. the device: the real ``torch.cuda`` answers against the plan's device profile (the device its meta tree is
+   built for); differences are named (a warning, or a refusal in strict mode when an answer remote code
+   branches on differs);
+3. evict remote-code modules that hold stand-ins, so the real load re-executes them and binds real kernels
    (transformers reuses a cached dynamic module whose source hash did not change);
-3. load, in one build session: ``from_pretrained`` with the plan's commit, trust, dtype and attention
-   (:func:`~hybridload.serve.real.load_real`), or with ``low_memory=True`` a meta build of the same plan
+4. the checkpoint's tensor index (shard headers only) against the plan's meta tree, by the real load's rules
+   (:mod:`hybridload.serve.coverage`): a checkpoint that cannot fill the tree is refused before a weight is read;
+5. load, in one build session: ``from_pretrained`` with the plan's commit, trust, dtype and attention
+   (:func:`~hybridload.serve.real.load_real`), or with ``low_memory=True`` the meta tree of the same plan
    streamed from the checkpoint with transformers' own checkpoint conversions; both refuse a checkpoint that
    does not fill the tree exactly. A pre-quantized (packed) checkpoint always streams into its quantized tree;
-4. ``kernel_report``; in strict mode refuse a model that can reach a stand-in (or a pure-torch twin);
-5. with ``verify_tree=True`` compare the served tree's signature with the plan's meta build (or the lock's).
+6. ``kernel_report``; in strict mode refuse a model that can reach a stand-in (or a pure-torch twin);
+7. with ``verify_tree=True`` compare the served tree's signature with the plan's meta build (or the lock's).
 """
 from __future__ import annotations
 
@@ -18,15 +23,14 @@ import os
 from typing import Any
 
 from .._env import flag
-from ..build.session import build_session
 from ..errors import PlanError, StandInReachableError, TreeMismatchError
-from ..load.config import plan_for, ready, session_spec
-from ..load.meta import build_meta_in_session
+from ..load.config import plan_for
 from ..plan import arguments
 from ..plan.model import LoadPlan
 from .fallback import policy, require_triton_fallback_possible
 from .kernel_report import KernelReport, kernel_report
-from .real import check_shards, checkpoint_dir, load_real
+from .preflight import check_device, require_checkpoint_fit, served_meta
+from .real import CheckpointCoverage, check_shards, checkpoint_dir, load_real
 
 #: placement a low-memory load honours (the streaming loader places every tensor itself)
 _STREAM_PLACEMENT = frozenset({"device_map", "max_memory", "key_mapping"})
@@ -89,42 +93,29 @@ def _plan(model: Any, lock: Any, plan_args: dict[str, Any]) -> tuple[LoadPlan, A
     return plan, expected
 
 
-def _check_stream_placement(placement: dict[str, Any]) -> None:
+def _check_stream_placement(placement: dict[str, Any], allow_incomplete: bool) -> None:
     refused = sorted(set(placement) - _STREAM_PLACEMENT)
     if refused:
         raise PlanError(
             f"low_memory=True streams the checkpoint itself and cannot honour {', '.join(refused)}; it takes "
             f"{', '.join(sorted(_STREAM_PLACEMENT))}. Drop them, or use low_memory=False (from_pretrained)."
         )
-
-
-def _stream(plan: LoadPlan, placement: dict[str, Any], kernel_fallback: str, allow_incomplete: bool) -> Any:
-    from .streaming import stream_load
-
     if allow_incomplete:
         raise PlanError("allow_incomplete_checkpoint=True needs low_memory=False: the streaming loader never fills "
                         "a model tensor from nothing")
-    folder = checkpoint_dir(plan)
-    check_shards(folder)
-    ready(plan)
-    with build_session(session_spec(plan, "stream", kernel_fallback=kernel_fallback)) as record:
-        meta = build_meta_in_session(plan, record)
-    loaded = stream_load(meta, folder, dtype=plan.dtype, **placement)
-    from .real import CheckpointCoverage
-
-    loaded.hybridload_checkpoint = CheckpointCoverage()
-    return loaded
 
 
 #: a pre-quantized (packed) checkpoint streams into the quantized tree on both paths: placement it honours
 _QUANTIZED_PLACEMENT = frozenset({"device_map"})
 
 
-def _quantized(plan: LoadPlan, placement: dict[str, Any], kernel_fallback: str, allow_incomplete: bool) -> Any:
-    """A pre-quantized checkpoint (modelopt NVFP4/FP8, compressed-tensors NVFP4): the quantized meta tree of
-    the plan, the packed shards streamed into it verbatim (transformers cannot load these on Hopper)."""
-    from .quantized import load_quantized
+def _is_packed(plan: LoadPlan) -> bool:
+    """A pre-quantized checkpoint (modelopt NVFP4/FP8, compressed-tensors NVFP4) that transformers cannot load
+    on Hopper: streamed verbatim into the plan's quantized tree on every path."""
+    return plan.quantization is not None and plan.quantization.get("method") != "fp8-block"
 
+
+def _check_packed_placement(plan: LoadPlan, placement: dict[str, Any], allow_incomplete: bool) -> None:
     refused = sorted(set(placement) - _QUANTIZED_PLACEMENT)
     if refused or allow_incomplete:
         names = refused + (["allow_incomplete_checkpoint"] if allow_incomplete else [])
@@ -132,16 +123,6 @@ def _quantized(plan: LoadPlan, placement: dict[str, Any], kernel_fallback: str, 
             f"a pre-quantized {plan.quantization['method']} checkpoint is streamed into its packed tree, which "
             f"cannot honour {', '.join(names)}; it takes device_map"
         )
-    folder = checkpoint_dir(plan)
-    check_shards(folder)
-    ready(plan)
-    with build_session(session_spec(plan, "stream", kernel_fallback=kernel_fallback)) as record:
-        meta = build_meta_in_session(plan, record)
-    loaded = load_quantized(meta, folder, device_map=placement.get("device_map"), dtype=plan.dtype, fmt=plan.quantization)
-    from .real import CheckpointCoverage
-
-    loaded.hybridload_checkpoint = CheckpointCoverage()
-    return loaded
 
 
 def dispatch(
@@ -168,21 +149,37 @@ def dispatch(
     arguments.check_load_kwargs(kwargs, "dispatch()", allowed=allowed)
     placement = {**kwargs, "device_map": device_map} if device_map is not None else dict(kwargs)
     chosen = policy(kernel_fallback)
-    if low_memory:
-        _check_stream_placement(placement)
     plan, expected = _plan(model, lock, plan_args)
     strict = flag("HYBRIDLOAD_STRICT") if strict is None else strict
     if chosen == "triton":
         require_triton_fallback_possible()
+    packed = _is_packed(plan)
+    if packed:
+        _check_packed_placement(plan, placement, allow_incomplete_checkpoint)
+    elif low_memory:
+        _check_stream_placement(placement, allow_incomplete_checkpoint)
 
     from ..shim.eviction import evict_tainted
 
     evict_tainted()
-    if plan.quantization is not None and plan.quantization.get("method") != "fp8-block":
-        loaded = _quantized(plan, placement, chosen, allow_incomplete_checkpoint)
+    folder = checkpoint_dir(plan)
+    check_shards(folder)
+    device_differences = check_device(plan, strict=strict)
+    meta = served_meta(plan, chosen)  # the tree this server builds: checked before a weight is read
+    fit = require_checkpoint_fit(meta, folder, allow_incomplete=allow_incomplete_checkpoint,
+                                 key_mapping=placement.get("key_mapping"))
+    if packed:
+        from .quantized import load_quantized
+
+        loaded = load_quantized(meta, folder, device_map=placement.get("device_map"), dtype=plan.dtype, fmt=plan.quantization)
+        loaded.hybridload_checkpoint = CheckpointCoverage()
     elif low_memory:
-        loaded = _stream(plan, placement, chosen, allow_incomplete_checkpoint)
+        from .streaming import stream_load
+
+        loaded = stream_load(meta, folder, dtype=plan.dtype, **placement)
+        loaded.hybridload_checkpoint = CheckpointCoverage()
     else:
+        del meta
         loaded = load_real(plan, kernel_fallback=chosen, allow_incomplete_checkpoint=allow_incomplete_checkpoint, **placement)
     report = kernel_report(loaded)
     if strict:
@@ -191,4 +188,6 @@ def dispatch(
         verify_against_meta(plan, loaded, expected)
     loaded.hybridload_plan = plan
     loaded.hybridload_kernel_report = report
+    loaded.hybridload_device_differences = device_differences
+    loaded.hybridload_checkpoint_fit = fit
     return loaded

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterable
 
-from ..kernels.kernel_entry import FALLBACK, KERNEL, REAL, REFERENCE_PATH, STAND_IN, TWIN, KernelEntry
+from ..kernels.kernel_entry import FALLBACK, REAL, REFERENCE_PATH, STAND_IN, TWIN, KernelEntry
 from ..shim.packages import kernel_packages, top_level
 from ..shim.standins import is_stand_in
 

@@ -1,4 +1,4 @@
-"""The device a tree is built for, and a window in which remote code sees that device on a GPU-less client.
+"""The device a tree is built for: what ``torch.cuda`` answers there, recorded in the plan.
 
 Real remote code reads the device while it is imported and constructed: Qwen-7B's ``modeling_qwen.py`` sets
 ``SUPPORT_BF16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()`` at import and, with it, adds a
@@ -8,16 +8,13 @@ Real remote code reads the device while it is imported and constructed: Qwen-7B'
 * :class:`DeviceProfile` -- the answers those queries get on a machine (CUDA or not, device count, compute
   capability, bf16 support, device name and memory), frozen and JSON-serialisable; :meth:`DeviceProfile.current`
   reads this machine truthfully, :meth:`DeviceProfile.served_default` is the documented "as served" device.
-* :func:`device_profile_window` (in :mod:`.device_window`, importable from here) -- while open, ``torch.cuda``
-  queries made by remote or user code in this thread answer as the profile would. torch itself, transformers,
-  accelerate, hybridload (the frameworks of :mod:`hybridload.shim.requester`) and every other thread keep the
-  truth. Remote modules are re-executed under the profile and evicted again on exit (:mod:`.profile_modules`),
-  so no module-level answer outlives the window.
+* :func:`choose_profile` -- the profile a plan records (argument, ``$HYBRIDLOAD_DEVICE_PROFILE``, or the default).
 * :func:`check_device_matches` -- on the server: which answers of the real device differ from a profile.
+
+The window that makes a meta build see a profile is :func:`hybridload.build.device_window.device_profile_window`.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from dataclasses import dataclass, fields
@@ -97,6 +94,14 @@ class DeviceProfile:
             multi_processor_count=132,
         )
 
+    def describe(self) -> str:
+        """A short name for messages: ``NVIDIA H100 80GB HBM3 (sm_90, bf16)`` or ``no CUDA``."""
+        if not self.cuda:
+            return "no CUDA"
+        major, minor = self.capability or (0, 0)
+        count = f"{self.device_count}x " if self.device_count != 1 else ""
+        return f"{count}{self.device_name or 'CUDA device'} (sm_{major}{minor}{', bf16' if self.bf16 else ''})"
+
     # -- comparing -------------------------------------------------------------------------------------------
     def differences(self, other: "DeviceProfile", labels: tuple[str, str] = ("profile", "this machine")) -> list[str]:
         """One line per answer that differs (answers this profile leaves None are not compared)."""
@@ -105,7 +110,7 @@ class DeviceProfile:
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
             if mine is None or mine == theirs:
                 continue
-            lines.append(f"{_LABELS[f.name]}: {_show(mine)} ({labels[0]}) != {_show(theirs)} ({labels[1]})")
+            lines.append(f"{LABELS[f.name]}: {_show(mine)} ({labels[0]}) != {_show(theirs)} ({labels[1]})")
         return lines
 
     @property
@@ -165,7 +170,7 @@ class DeviceProfile:
         return cls.from_json(text, origin=f"device profile {path}")
 
 
-_LABELS = {
+LABELS = {
     "cuda": "CUDA available",
     "device_count": "device count",
     "capability": "compute capability",
@@ -204,39 +209,52 @@ def _validate(profile: DeviceProfile) -> None:
         raise DeviceProfileError("a device profile without CUDA has no devices, no capability and no bf16 support.")
 
 
+#: the labels of answers remote code builds different trees from (the rest only describe the device)
+BRANCHING = frozenset(LABELS[name] for name in ("cuda", "capability", "bf16", "bf16_native"))
+
+
 def check_device_matches(profile: DeviceProfile) -> list[str]:
     """The server side: which answers of this machine's device differ from ``profile`` ([] when none do)."""
     return profile.differences(DeviceProfile.current(), labels=("plan's device profile", "this machine"))
 
 
-# -- which profile a build uses ------------------------------------------------------------------------------------
+# -- which profile a plan records ------------------------------------------------------------------------------
 
 ENV = "HYBRIDLOAD_DEVICE_PROFILE"
+CHOICES = ("served", "current", "none")
+
+#: what ``resolve(device_profile=...)`` accepts: a profile, its dict, one of CHOICES, a profile/lock JSON path
+ProfileChoice = Any
 
 
 def profile_from_lock(document: Mapping[str, Any], *, origin: str = "lock file") -> DeviceProfile | None:
-    """The device profile a lock file records (``"device_profile"``, written on the server), or None."""
-    data = document.get("device_profile") if isinstance(document, Mapping) else None
+    """The device profile a lock file records (its plan's ``device_profile``, or a top-level one), or None."""
+    if not isinstance(document, Mapping):
+        return None
+    plan = document.get("plan")
+    data = plan.get("device_profile") if isinstance(plan, Mapping) else None
+    if data is None:
+        data = document.get("device_profile")
     return None if data is None else DeviceProfile.from_dict(data, origin=f"{origin} device_profile")
 
 
-def resolve_profile(config: Any = None) -> DeviceProfile | None:
-    """The profile a meta build runs under: the plan's (a ``device_profile`` it carries), else
-    ``$HYBRIDLOAD_DEVICE_PROFILE`` (``served``, ``current``, ``none``, or a profile/lock JSON file), else the
-    documented "as served" default. None: no window (this machine's own answers)."""
-    plan = None
-    if config is not None:
-        from ..plan.routing import origin_of
-
-        origin = origin_of(config)
-        plan = getattr(origin, "plan", None) if origin is not None else None
-    recorded = getattr(plan, "device_profile", None)
-    if isinstance(recorded, DeviceProfile):
-        return recorded
-    if isinstance(recorded, Mapping):
-        return DeviceProfile.from_dict(recorded, origin="the plan's device_profile")
-    choice = os.environ.get(ENV, "").strip()
-    if choice in ("", "served"):
+def choose_profile(choice: ProfileChoice = None) -> DeviceProfile | None:
+    """The profile a plan is built for. ``choice`` (an argument) wins; None means ``$HYBRIDLOAD_DEVICE_PROFILE``,
+    and without it the documented "as served" default. ``"none"``: no profile (this machine's own answers)."""
+    if isinstance(choice, DeviceProfile):
+        return choice
+    if isinstance(choice, Mapping):
+        return DeviceProfile.from_dict(choice, origin="device_profile argument")
+    where = "device_profile argument"
+    if choice is None:
+        choice, where = os.environ.get(ENV, "").strip() or "served", ENV
+    if not isinstance(choice, (str, os.PathLike)):
+        raise DeviceProfileError(
+            f"{where}: a DeviceProfile, its dict, {', '.join(map(repr, CHOICES))} or a profile/lock JSON file; "
+            f"got {type(choice).__name__}."
+        )
+    choice = os.fspath(choice)
+    if choice == "served":
         return DeviceProfile.served_default()
     if choice == "current":
         return DeviceProfile.current()
@@ -246,30 +264,11 @@ def resolve_profile(config: Any = None) -> DeviceProfile | None:
         data = json.loads(Path(choice).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise DeviceProfileError(
-            f"{ENV}={choice!r} is not 'served', 'current', 'none' or a readable profile/lock JSON file ({exc})."
+            f"{where}={choice!r} is not {', '.join(map(repr, CHOICES))} or a readable profile/lock JSON file ({exc})."
         ) from None
-    if isinstance(data, Mapping) and "device_profile" in data:
+    if isinstance(data, Mapping) and ("device_profile" in data or "plan" in data):
         profile = profile_from_lock(data, origin=choice)
-        if profile is not None:
-            return profile
+        if profile is None:
+            raise DeviceProfileError(f"{where}={choice!r}: this lock file records no device profile.")
+        return profile
     return DeviceProfile.from_dict(data, origin=choice)
-
-
-def build_layer(config: Any, kwargs: dict) -> contextlib.AbstractContextManager[Any]:
-    """``hybridload.build`` layer factory: the device-profile window of this build (see :func:`resolve_profile`)."""
-    from .device_window import device_profile_window
-
-    profile = resolve_profile(config)
-    return contextlib.nullcontext() if profile is None else device_profile_window(profile)
-
-
-_WINDOW_NAMES = ("device_profile_window", "ProfileReport", "ProfileDeviceProperties", "CudaQueryPatches", "QUERIES")
-
-
-def __getattr__(name: str) -> Any:
-    """The window's names, importable from here too (``device_window`` imports this module, so lazily)."""
-    if name in _WINDOW_NAMES:
-        from . import device_window
-
-        return getattr(device_window, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..errors import CheckpointCoverageError
+from ...errors import CheckpointCoverageError
 
 
 @dataclass(frozen=True)

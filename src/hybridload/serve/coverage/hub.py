@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .._env import flag
-from ..errors import CheckpointError, CheckpointUnavailableError
+from ..._env import flag
+from ...errors import CheckpointError, CheckpointUnavailableError
 from ._collector import collection_paused
 from .index import TensorIndex, check_weight_map, local_index, tensors_from_headers
 

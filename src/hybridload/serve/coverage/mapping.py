@@ -14,13 +14,13 @@ from typing import Any, Mapping
 
 import torch
 
-from ..errors import HybridloadError, PlanError
-from ..serve.streaming.conversion import ConversionPlan, LoadGroup, natural_key, natural_order, plan_conversion
-from ..serve.streaming.sources import MetaSource
+from ...errors import HybridloadError, PlanError
+from ..streaming.conversion import ConversionPlan, LoadGroup, natural_key, natural_order, plan_conversion
+from ..streaming.sources import MetaSource
 from ._collector import collection_paused
 from .hints import expert_layout_hints, prefix_hints
 from .index import TORCH_DTYPE_NAMES, TensorIndex
-from .quantized import FLOAT_FAMILY, describe_method, quant_method, quantization_role
+from .quantized_names import FLOAT_FAMILY, describe_method, quant_method, quantization_role
 from .report import Allowed, CoverageReport, Mismatch, UnconsumedTensor, UnfilledTensor
 
 _INTEGER_FAMILY = {"I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8"}

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Union
 
-from ..errors import CheckpointUnavailableError, PlanError
+from ...errors import CheckpointUnavailableError, PlanError
 from .hub import hub_index
 from .index import TensorIndex, local_index
 from .mapping import assess
@@ -78,7 +78,8 @@ def coverage_for_plan(model: Any, checkpoint: Checkpoint = None, **resolve_kwarg
 
     Returns (meta model, report): the CLI prints both the tree summary and the report.
     """
-    from ..plan.load import load_meta, plan_for
+    from ...load.config import plan_for
+    from ...load.meta import load_meta
 
     plan = plan_for(model, **resolve_kwargs)
     meta = load_meta(plan)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple
 
-from ..errors import CheckpointError, CheckpointUnavailableError
+from ...errors import CheckpointError, CheckpointUnavailableError
 from ._collector import collection_paused
 
 SCHEMA = "hybridload.checkpoint-index/1"
@@ -163,7 +163,7 @@ def check_weight_map(weight_map: Mapping[str, str] | None, tensors: Mapping[str,
 
 def local_index(folder: str | os.PathLike[str]) -> TensorIndex:
     """The index of a local checkpoint folder from its shard headers (and ``model.safetensors.index.json``)."""
-    from ..serve.streaming.checkpoint import INDEX_FILE, SINGLE_FILE, read_header, shard_layout
+    from ..streaming.checkpoint import INDEX_FILE, SINGLE_FILE, read_header, shard_layout
 
     root = Path(folder)
     if not root.is_dir():
