@@ -217,7 +217,7 @@ def _entered(call: Callable[[], Any]) -> dict[str, int]:
     return counts
 
 
-STREAM_LAYERS = {"shim": 1, "compat": 1, "attention": 1, "routing": 1, "meta_device": 1, "messages": 1}
+STREAM_LAYERS = {"shim": 1, "compat": 1, "attention": 1, "routing": 1, "meta_device": 1, "fast_init": 1, "messages": 1}
 META_LAYERS = {"device_profile": 1, **STREAM_LAYERS}
 
 

@@ -29,12 +29,26 @@ def _is_cuda(device: Any) -> bool:
     return isinstance(device, int) and not isinstance(device, bool)  # a bare index means a CUDA device
 
 
-class MetaDeviceMode(DeviceContext):
-    """``torch.device("meta")`` that also sends explicitly CUDA-placed new tensors to meta (and says where)."""
+def empty_weights_only() -> bool:
+    """accelerate's ``init_empty_weights`` is active without a meta default device: parameters go to meta,
+    new buffers stay where torch puts them (``include_buffers=False``, accelerate's default)."""
+    if torch.get_default_device().type == "meta":
+        return False
+    return getattr(torch.nn.Module.register_parameter, "__name__", "") == "register_empty_parameter"
 
-    def __init__(self, on_redirect: Callable[[str], None] | None = None) -> None:
+
+class MetaDeviceMode(DeviceContext):
+    """``torch.device("meta")`` that also sends explicitly CUDA-placed new tensors to meta (and says where).
+
+    ``default_to_meta=False`` keeps the caller's default device for tensors created without one (a build under
+    accelerate's ``init_empty_weights``, which decides itself where parameters and buffers go) and only
+    redirects explicit CUDA placement.
+    """
+
+    def __init__(self, on_redirect: Callable[[str], None] | None = None, *, default_to_meta: bool = True) -> None:
         super().__init__(_META)
         self._on_redirect = on_redirect
+        self._default_to_meta = default_to_meta
 
     def _redirected(self, what: str) -> None:
         if self._on_redirect is None:
@@ -49,7 +63,8 @@ class MetaDeviceMode(DeviceContext):
         if func in _device_constructors():
             device = kwargs.get("device")
             if device is None:
-                kwargs["device"] = _META
+                if self._default_to_meta:
+                    kwargs["device"] = _META
             elif _is_cuda(device):
                 kwargs["device"] = _META
                 self._redirected(f"{getattr(func, '__name__', func)}(device={device!r}) -> meta")

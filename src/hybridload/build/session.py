@@ -8,7 +8,8 @@ purpose       layers, outermost first
 ============  ===========================================================================================
 ``config``    compat (4.x config code), routing
 ``import``    device profile, kernel shim, compat
-``meta``      device profile, kernel shim, compat, attention rule, routing, meta device, captured model messages
+``meta``      device profile, kernel shim, compat, attention rule, routing, meta device, fast init (no weight
+              initialisation of meta tensors, collector paused), captured model messages
 ``real``      compat, routing (the remote class is imported first, under a short kernel-shim window
               that serves hybridload's Triton kernels, when the fallback policy is ``triton``)
 ``stream``    ``meta`` then weights streamed in (a low-memory real load): the meta layers, on the server, without
@@ -38,9 +39,9 @@ from .routing import Origin
 PURPOSES: dict[str, tuple[str, ...]] = {
     "config": ("compat", "routing"),
     "import": ("device_profile", "shim", "compat"),
-    "meta": ("device_profile", "shim", "compat", "attention", "routing", "meta_device", "messages"),
+    "meta": ("device_profile", "shim", "compat", "attention", "routing", "meta_device", "fast_init", "messages"),
     "real": ("compat", "routing"),
-    "stream": ("shim", "compat", "attention", "routing", "meta_device", "messages"),
+    "stream": ("shim", "compat", "attention", "routing", "meta_device", "fast_init", "messages"),
 }
 
 
@@ -165,9 +166,15 @@ def _routing(spec: BuildSpec, record: BuildRecord) -> ContextManager[Any]:
 
 
 def _meta_device(spec: BuildSpec, record: BuildRecord) -> ContextManager[Any]:
-    from .meta_device import MetaDeviceMode
+    from .meta_device import MetaDeviceMode, empty_weights_only
 
-    return MetaDeviceMode(record.note_redirect)
+    return MetaDeviceMode(record.note_redirect, default_to_meta=not empty_weights_only())
+
+
+def _fast_init(spec: BuildSpec, record: BuildRecord) -> ContextManager[Any]:
+    from .fast_build import fast_build
+
+    return fast_build()
 
 
 def _messages(spec: BuildSpec, record: BuildRecord) -> ContextManager[Any]:
@@ -185,6 +192,7 @@ LAYERS: dict[str, Layer] = {
         Layer("attention", _attention),
         Layer("routing", _routing),
         Layer("meta_device", _meta_device),
+        Layer("fast_init", _fast_init),
         Layer("messages", _messages),
     )
 }

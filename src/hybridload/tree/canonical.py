@@ -48,10 +48,9 @@ def canonical_text(
         sections.append("M\t" + "\nM\t".join(map("\t".join, zip(paths, map(modules.__getitem__, paths)))))
     if parameters:
         paths = sorted(parameters)
-        sections.append("\n".join([
-            f"P\t{path}\t{shape_text(spec[0], shapes)}\t{spec[1]}"
-            for path, spec in zip(paths, map(parameters.__getitem__, paths))
-        ]))
+        # a tree repeats a handful of (shape, dtype) specs: format each once, then one join per line
+        texts = {spec: f"{shape_text(spec[0], shapes)}\t{spec[1]}" for spec in set(parameters.values())}
+        sections.append("P\t" + "\nP\t".join(map("\t".join, zip(paths, map(texts.__getitem__, map(parameters.__getitem__, paths))))))
     if ties:
         sections.append("\n".join(sorted([f"T\t{alias}\t{canonical}" for canonical, group in ties.items()
                                             for alias in group])))

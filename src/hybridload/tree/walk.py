@@ -36,17 +36,17 @@ def walk(root: Any) -> TreeWalk:
     declared_ties = result.declared_ties
     new_tuple = tuple.__new__  # NamedTuple construction without its Python-level __new__
     class_names: dict[type, str] = {}
-    dtype_names: dict[Any, str] = {}
+    # one (immutable) spec per distinct (shape, dtype[, persistent]): expert stacks repeat a handful of them
+    param_specs: dict[tuple, ParamSpec] = {}
+    buffer_specs: dict[tuple, BufferSpec] = {}
     seen_modules: dict[int, str] = {}
     seen_tensors: dict[int, str] = {}
 
     def visit(path: str, module: Any, under_tie_owner: bool) -> None:
-        module_id = id(module)
-        first = seen_modules.get(module_id)
-        if first is not None:  # a shared module: checked when visited, so the first path in tree order wins
+        first = seen_modules.setdefault(id(module), path)
+        if first is not path:  # a shared module: checked when visited, so the first path in tree order wins
             aliases[path] = first
             return
-        seen_modules[module_id] = path
         state = module.__dict__
         cls = module.__class__
         name = class_names.get(cls)
@@ -60,16 +60,17 @@ def walk(root: Any) -> TreeWalk:
                 if tensor is None:
                     continue
                 tensor_path = prefix + key
-                first = seen_tensors.get(id(tensor))
-                if first is not None:  # tied: the same Parameter object under another path
+                first = seen_tensors.setdefault(id(tensor), tensor_path)
+                if first is not tensor_path:  # tied: the same Parameter object under another path
                     aliases[tensor_path] = first
                     continue
-                seen_tensors[id(tensor)] = tensor_path
-                dtype = tensor.dtype
-                dtype_name = dtype_names.get(dtype)
-                if dtype_name is None:
-                    dtype_name = dtype_names[dtype] = str(dtype).removeprefix("torch.")
-                parameters[tensor_path] = new_tuple(ParamSpec, (tuple(tensor.shape), dtype_name))
+                fact = (tensor.shape, tensor.dtype)
+                spec = param_specs.get(fact)
+                if spec is None:
+                    spec = param_specs[fact] = new_tuple(
+                        ParamSpec, (tuple(fact[0]), str(fact[1]).removeprefix("torch."))
+                    )
+                parameters[tensor_path] = spec
         own = state["_buffers"]
         if own:
             non_persistent = state["_non_persistent_buffers_set"]
@@ -77,18 +78,17 @@ def walk(root: Any) -> TreeWalk:
                 if tensor is None:
                     continue
                 tensor_path = prefix + key
-                first = seen_tensors.get(id(tensor))
-                if first is not None:
+                first = seen_tensors.setdefault(id(tensor), tensor_path)
+                if first is not tensor_path:
                     aliases[tensor_path] = first
                     continue
-                seen_tensors[id(tensor)] = tensor_path
-                dtype = tensor.dtype
-                dtype_name = dtype_names.get(dtype)
-                if dtype_name is None:
-                    dtype_name = dtype_names[dtype] = str(dtype).removeprefix("torch.")
-                buffers[tensor_path] = new_tuple(
-                    BufferSpec, (tuple(tensor.shape), dtype_name, key not in non_persistent)
-                )
+                fact = (tensor.shape, tensor.dtype, key not in non_persistent)
+                spec = buffer_specs.get(fact)
+                if spec is None:
+                    spec = buffer_specs[fact] = new_tuple(
+                        BufferSpec, (tuple(fact[0]), str(fact[1]).removeprefix("torch."), fact[2])
+                    )
+                buffers[tensor_path] = spec
         # transformers' tie map, from the top-most models that carry one (each holds its children's, prefixed)
         if not under_tie_owner:
             declared = state.get("all_tied_weights_keys")
