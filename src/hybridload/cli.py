@@ -183,10 +183,10 @@ def fold_runs(items: Sequence[str], *, limit: int = 12) -> str:
     return f"{' '.join(parts)}  ({len(items)} layers)"
 
 
-def _kinds(model: Any) -> list[Any]:
+def _kinds(model_or_signature: Any) -> list[Any]:
     from .tree.layer_kinds import layer_kinds
 
-    return layer_kinds(model)
+    return layer_kinds(model_or_signature)
 
 
 def _kind_text(kind: Any) -> str:
@@ -225,7 +225,7 @@ def cmd_check(args: argparse.Namespace, progress: _Progress) -> int:
         with progress.step("reading the checkpoint's tensor index"):
             coverage = checkpoint_coverage(model, args.checkpoint or None)
     record = model.hybridload_build_report
-    kinds = [_kind_text(k) for k in _kinds(model)]
+    kinds = [_kind_text(k) for k in _kinds(sig)]  # the signature just made: the tree is walked once
     summary = {
         "model": plan.repo,
         "commit": plan.commit or plan.fingerprint,
