@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hybridload.errors import CheckpointError
+from hybridload.errors import CheckpointCoverageError, CheckpointError
 from hybridload.integrations.nnsight_plan import split_kwargs
 
 
@@ -25,8 +25,8 @@ def test_config_overrides_shape_the_meta_build_and_the_real_load(gpt2):
     from nnsight import TransformersModel
 
     refused = TransformersModel(str(gpt2), task="text-generation", n_layer=1, device_map="cpu")
-    with pytest.raises(CheckpointError, match="never reads: transformer.h.1"):
-        refused.dispatch()  # the checkpoint's second layer would be silently dropped
+    with pytest.raises(CheckpointCoverageError, match="transformer.h.1.attn.c_attn.weight.*no tensor of this name"):
+        refused.dispatch()  # the checkpoint's second layer would be silently dropped: refused before reading
     lm = TransformersModel(str(gpt2), task="text-generation", n_layer=1, device_map="cpu", allow_incomplete_checkpoint=True)
     assert dict(lm._module.hybridload_plan.load_kwargs) == {"n_layer": 1}
     assert len(lm._module.transformer.h) == 1

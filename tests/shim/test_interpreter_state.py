@@ -29,8 +29,9 @@ def test_state_after_a_build_equals_state_before(pattern, remote_model):
         build(folder, config=config)
         assert stand_in_modules(), "the window served no stand-in module"
     after = interpreter_state()
-    assert after == before
-    assert report.evicted and all(name.startswith("transformers_modules.") for name in report.evicted)
+    assert after == before  # sys.modules included: no remote module that bound a stand-in outlived the window
+    # the shim evicts only remote code (the build's device-profile window may have evicted it already)
+    assert all(name.startswith("transformers_modules.") for name in report.evicted)
 
 
 def test_state_restored_when_the_window_exits_with_an_exception(remote_model):

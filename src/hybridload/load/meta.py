@@ -83,6 +83,10 @@ def build_meta_in_session(plan: LoadPlan, record: BuildRecord) -> Any:
     config, unused = config_in_session(plan)
     auto_cls = getattr(transformers, plan.auto_class)
     kwargs = model_kwargs(plan, unused)
+    if _registered_for(auto_cls, config):
+        # the remote class is already registered for this config class (an earlier import of the same pinned
+        # code): transformers builds it directly and would hand ``code_revision`` to its __init__
+        kwargs.pop("code_revision", None)
     try:
         built = auto_cls.from_config(config, **kwargs)
     except HybridloadError:
@@ -92,6 +96,15 @@ def build_meta_in_session(plan: LoadPlan, record: BuildRecord) -> Any:
             exc, f"the meta build of {plan.model_class} ({plan.repo})", remote=plan.model_class_source == REMOTE
         ) from exc
     return finish_meta(built, plan, record, "the meta build")
+
+
+def _registered_for(auto_cls: Any, config: Any) -> bool:
+    """A remote-code class is registered in ``auto_cls``'s mapping for ``type(config)`` (a config class object
+    comes from one module of one pinned code revision, so its registration is that revision's class)."""
+    mapping = getattr(auto_cls, "_model_mapping", None)
+    extra = getattr(mapping, "_extra_content", {})
+    registered = extra.get(type(config))
+    return registered is not None and not getattr(registered, "__module__", "").startswith("transformers.")
 
 
 def load_meta(model: str | os.PathLike | LoadPlan, **resolve_kwargs: Any) -> Any:
