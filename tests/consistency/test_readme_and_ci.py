@@ -31,6 +31,22 @@ def test_ci_runs_the_readme_commands():
 
 def test_test_command_collects_the_test_suite():
     _, tests = _readme_commands()
-    assert tests.endswith("pytest -q")
+    assert tests.endswith("pytest -q -n auto")
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert 'testpaths = ["tests"]' in pyproject
+
+
+def test_the_supported_nnsight_range_is_the_declared_one():
+    from hybridload.integrations.nnsight import SUPPORTED_NNSIGHT
+
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    declared = set(re.findall(r'"nnsight(>=[^"]+)"', pyproject))
+    assert declared == {SUPPORTED_NNSIGHT}
+
+
+def test_ci_covers_every_environment_the_readme_names():
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "pip install -q triton" in ci
+    for version in ("5.17.0", "5.23.0", "5.24.0"):
+        assert f"transformers=={version}" in ci, version
+    assert "scripts/ci-ndif" in ci

@@ -41,7 +41,7 @@ DEFAULT_TASK_AUTO_CLASS = "AutoModelForCausalLM"
 
 
 #: the nnsight releases this integration is written and tested for (it replaces private methods)
-SUPPORTED_NNSIGHT = ">=0.8.0,<0.9"
+SUPPORTED_NNSIGHT = ">=0.8.1,<0.9"
 
 #: class -> the private names the integration replaces or reads; all must exist, or the integration stays off
 _REQUIRED: dict[str, dict[str, tuple[str, ...]]] = {
