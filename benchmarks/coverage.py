@@ -243,12 +243,12 @@ def _read_with_collector_on(folder: Path, repeat: int) -> float:
     """The index read with the cyclic collector left running (what the pause in hybridload.serve.coverage saves)."""
     from hybridload.serve.coverage import index as index_module
 
-    paused = index_module.collection_paused
-    index_module.collection_paused = contextlib.nullcontext
+    paused = index_module.collector_paused
+    index_module.collector_paused = contextlib.nullcontext
     try:
         return statistics.median(timed(lambda: index_module.local_index(folder))[1] for _ in range(max(3, repeat // 3)))
     finally:
-        index_module.collection_paused = paused
+        index_module.collector_paused = paused
 
 
 def environment() -> dict:

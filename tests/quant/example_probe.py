@@ -63,7 +63,14 @@ def main(device: str, out: Path) -> None:
         twin_logits = twin(ids).logits.float().cpu()
         served_tokens = served.generate(ids, max_new_tokens=16, do_sample=False).cpu().tolist()
         twin_tokens = twin.generate(ids, max_new_tokens=16, do_sample=False).cpu().tolist()
+        # both models teacher-forced on the twin's greedy sequence: where greedy decoding parts, was it a near tie?
+        forced = torch.tensor(twin_tokens, device=device)
+        served_forced = served(forced).logits.float().cpu()[0]
+        twin_forced = twin(forced).logits.float().cpu()[0]
     diff = (served_logits - twin_logits)
+    parted = next((i for i, (a, b) in enumerate(zip(served_tokens[0], twin_tokens[0])) if a != b), None)
+    at = None if parted is None else parted - 1  # the position whose logits chose the differing token
+    top2 = None if at is None else twin_forced[at].topk(2).values
     bf16_bytes = sum(p.numel() * 2 for p in twin.parameters())
     record = {
         "device": device,
@@ -90,6 +97,10 @@ def main(device: str, out: Path) -> None:
         "logits_identical": bool(torch.equal(served_logits, twin_logits)),
         "served_tokens": served_tokens,
         "twin_tokens": twin_tokens,
+        "teacher_forced_argmax_agreement": float((served_forced.argmax(-1) == twin_forced.argmax(-1)).float().mean()),
+        "greedy_parts_at": parted,
+        "twin_top2_margin_there": None if top2 is None else float(top2[0] - top2[1]),
+        "logits_max_abs_there": None if at is None else float((served_forced[at] - twin_forced[at]).abs().max()),
         "weights_on": sorted({str(p.device) for p in served.parameters()}),
         "packed_dtypes": sorted({str(p.dtype) for n, p in served.named_parameters() if n.endswith(".weight") and p.dtype != torch.bfloat16}),
     }

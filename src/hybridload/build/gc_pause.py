@@ -16,6 +16,9 @@ objects of its own, as it would have, and then scans the tree like everything el
 exempted from collection. Where the process uses ``gc.freeze()`` itself (a pre-fork server), its frozen
 objects are left frozen and the young objects are left where they are.
 
+Also used while a checkpoint's tensor index of 100k+ tensors is read and mapped (half a million acyclic
+dicts, lists and tuples; ``hybridload.serve.coverage``).
+
 Process-wide (the collector is): the first window to open disables it (if it was enabled), the last to
 close re-enables it (unless someone re-enabled it meanwhile). Garbage cycles made while a window is open
 are freed by the next full collection.

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..._env import flag
 from ...errors import CheckpointError, CheckpointUnavailableError
-from ._collector import collection_paused
+from ...build.gc_pause import collector_paused
 from .index import TensorIndex, check_weight_map, local_index, tensors_from_headers
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def _fetch(repo_id: str, revision: str | None, token: Any) -> Any:
 
 
 def _to_index(metadata: Any, where: str) -> TensorIndex:
-    with collection_paused():
+    with collector_paused():
         return _index_from_metadata(metadata, where)
 
 

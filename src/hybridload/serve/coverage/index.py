@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple
 
 from ...errors import CheckpointError, CheckpointUnavailableError
-from ._collector import collection_paused
+from ...build.gc_pause import collector_paused
 
 SCHEMA = "hybridload.checkpoint-index/1"
 
@@ -176,7 +176,7 @@ def local_index(folder: str | os.PathLike[str]) -> TensorIndex:
             + ": the coverage check reads safetensors headers only. Convert the checkpoint with "
             "save_pretrained(safe_serialization=True), or download its safetensors files."
         )
-    with collection_paused():
+    with collector_paused():
         files, weight_map, metadata = shard_layout(root)
         missing = [file for file in files if not (root / file).is_file()]
         if missing:

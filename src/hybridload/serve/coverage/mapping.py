@@ -17,7 +17,7 @@ import torch
 from ...errors import HybridloadError, PlanError
 from ..streaming.conversion import ConversionPlan, LoadGroup, natural_key, natural_order, plan_conversion
 from ..streaming.sources import MetaSource
-from ._collector import collection_paused
+from ...build.gc_pause import collector_paused
 from .hints import expert_layout_hints, prefix_hints
 from .index import TORCH_DTYPE_NAMES, TensorIndex
 from .quantized_names import FLOAT_FAMILY, describe_method, quant_method, quantization_role
@@ -31,7 +31,7 @@ _TRANSFORMERS_UNEXPECTED = (r"rotary_emb\.inv_freq", r"(^|\.)position_ids$")
 def assess(model: Any, index: TensorIndex, key_mapping: dict[str, str] | None = None) -> CoverageReport:
     """The coverage report of ``index`` on ``model`` (a transformers PreTrainedModel, usually on meta)."""
     _check_model(model)
-    with collection_paused():
+    with collector_paused():
         return _assess(model, index, key_mapping)
 
 

@@ -1,0 +1,44 @@
+"""docs/quantized.md states the H100 numbers that the committed records hold."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _doc() -> str:
+    return (ROOT / "docs" / "quantized.md").read_text(encoding="utf-8")
+
+
+def test_the_kernel_table_is_the_recorded_run():
+    record = json.loads((RESULTS / "w4a16-h100.json").read_text())
+    assert record["environment"]["gpu"] == "NVIDIA H100 80GB HBM3"
+    text = _doc()
+    documented = {(4096, 4096, 1), (4096, 4096, 16), (21504, 4096, 1), (4096, 21504, 1), (1856, 2688, 1)}
+    rows = [d for d in record["decode"] if (d["N"], d["K"], d["M"]) in documented]
+    assert len(rows) == len(documented)
+    for d in rows:
+        row = (f"| {d['N']} x {d['K']} | {d['M']} | {d['w4a16_graph_us']:.1f} | {d['bf16_graph_us']:.1f} | "
+               f"{d['speedup_vs_bf16_graph']:.2f} | {d['packed_bw_fraction_of_copy']:.1%} | "
+               f"{d['speedup_vs_plain_pytorch_eager']:.1f} |")
+        assert row in text, row
+    moe = record["moe"][0]
+    assert f"{moe['w4a16_graph_us']:.1f} µs against {moe['bf16_graph_us']:.1f} µs" in text
+    # the targets the page says are not met are indeed not met by the record
+    assert max(d["packed_bw_fraction_of_copy"] for d in record["decode"]) < 0.70
+    assert max(d["speedup_vs_bf16_graph"] for d in record["prefill"] if d["M"] >= 2048) < 0.8
+
+
+def test_the_whole_model_and_example_numbers_are_the_recorded_ones():
+    model = json.loads((RESULTS / "w4a16-model-h100.json").read_text())
+    text = _doc()
+    assert f"({model['weight_bytes_ratio']:.2f}×)" in text
+    assert f"{model['nvfp4']['gpu_bound_tokens_per_s']:.0f} against {model['bf16']['gpu_bound_tokens_per_s']:.0f} tokens/s" in text
+    example = json.loads((RESULTS / "nvfp4-example-h100.json").read_text())
+    assert example["client_equals_served"] and example["served_equals_reference"]
+    assert f"{example['logits_rel_l2']:.1%}" in text
+    assert f"{example['teacher_forced_argmax_agreement']:.0%} of the argmax" in text
+    assert f"step {example['greedy_parts_at']})" in text
+    assert example["twin_top2_margin_there"] <= 2 * example["logits_max_abs_there"]
