@@ -69,10 +69,13 @@ def refuse_incomplete(coverage: CheckpointCoverage, what: str, where: str) -> No
 
 
 def checkpoint_dir(plan: LoadPlan) -> Path:
-    """The local folder holding the plan's weights (the Hub snapshot of the plan's commit)."""
+    """The local folder holding the plan's weights (the Hub snapshot of the plan's commit; offline, the cached
+    snapshot only: older huggingface_hub versions list the repository first even then)."""
     if plan.is_local:
         return Path(plan.repo)
     from huggingface_hub import snapshot_download
+
+    from ..plan.revision import offline
 
     try:
         return Path(
@@ -80,6 +83,7 @@ def checkpoint_dir(plan: LoadPlan) -> Path:
                 plan.repo,
                 revision=plan.commit or plan.revision,
                 allow_patterns=["*.safetensors", "*.safetensors.index.json", "*.json"],
+                local_files_only=offline(),
             )
         )
     except Exception as exc:  # offline with no cached snapshot, gated repo, network down ...
