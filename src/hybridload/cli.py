@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import itertools
 import json
+import os
 import sys
 import threading
 import time
@@ -96,9 +97,12 @@ def _resolve(args: argparse.Namespace, lock: str | None = None) -> tuple[Any, Pa
 
 def _device_profile_choice(args: argparse.Namespace, lock: str | None) -> str | None:
     """``--device-profile``; without it, ``hybridload lock`` on a CUDA machine (the server) records this
-    machine's device, and everything else takes the lock's, ``$HYBRIDLOAD_DEVICE_PROFILE`` or "as served"."""
+    machine's device unless ``$HYBRIDLOAD_DEVICE_PROFILE`` says otherwise, and everything else takes the
+    lock's, ``$HYBRIDLOAD_DEVICE_PROFILE`` or "as served"."""
+    from .plan.device_profile import ENV
+
     chosen = getattr(args, "device_profile", None)
-    if chosen is not None or lock is not None or args.command != "lock":
+    if chosen is not None or lock is not None or args.command != "lock" or os.environ.get(ENV, "").strip():
         return chosen
     import torch
 

@@ -303,8 +303,6 @@ def _leave(profile: DeviceProfile) -> None:
         _patches.release()
 
 
-
-
 def open_profile() -> DeviceProfile | None:
     """The profile of the window open in this thread, if any (a build inside it keeps it)."""
     window = _active()
