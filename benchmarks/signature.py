@@ -61,7 +61,7 @@ def median_seconds(fn: Callable[[], Any], repeat: int) -> float:
 
 
 def naive_signature(model: Any) -> str:
-    """The founders' baseline: canonical sorted JSON of the named_* passes, sha256."""
+    """The naive baseline: canonical sorted JSON of the named_* passes, sha256."""
     tree = {
         "modules": {name: f"{type(m).__module__}.{type(m).__qualname__}" for name, m in model.named_modules()},
         "parameters": {name: [list(p.shape), str(p.dtype)] for name, p in model.named_parameters()},

@@ -175,7 +175,7 @@ def test_read_names_the_file(tmp_path: Path) -> None:
 
 
 def test_tied_weights_identical_under_meta_device_and_init_empty_weights() -> None:
-    """Founders' field note: init_empty_weights re-creates parameters, so identity alone misses the lm_head tie."""
+    """init_empty_weights re-creates parameters, so identity alone misses the lm_head tie."""
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
