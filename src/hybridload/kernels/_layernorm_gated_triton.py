@@ -6,11 +6,11 @@ per program keep small groups from launching a sea of one-warp programs.
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
+
+from ._runtime import device_guard
 
 
 @triton.jit
@@ -63,11 +63,6 @@ def default_config(rows: int, group_size: int) -> tuple[int, int]:
     block_m = max(1, min(64, 4096 // block_n, triton.next_power_of_2(rows)))
     num_warps = max(1, min(8, block_m * block_n // 512))
     return block_m, num_warps
-
-
-def device_guard(t: torch.Tensor) -> contextlib.AbstractContextManager:
-    """Launch on the tensors' GPU (Triton launches on the current device)."""
-    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
 
 
 def layer_norm_fwd(

@@ -1,10 +1,12 @@
-"""Whether hybridload's Triton kernels can run here, and the one place that imports triton.
+"""Whether hybridload's Triton kernels can run here, the one place that imports triton, and the device guard
+every launch runs under.
 
 triton is imported lazily (CPU CI has none) and only the *real* package counts: inside a kernel-shim
 window ``import triton`` can return a hybridload stand-in, which must never be mistaken for a compiler.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -72,3 +74,15 @@ def load_launcher(module: str) -> ModuleType:
         return loaded
     require_triton()
     return importlib.import_module(name)
+
+
+def device_guard(tensor: object) -> contextlib.AbstractContextManager:
+    """Launch on the device of ``tensor`` (Triton launches on the *current* CUDA device, which on a model split
+    across GPUs is often another one). Every kernel launch in ``hybridload.kernels`` runs inside one
+    (``tests/kernels/test_device_guards.py`` checks the source)."""
+    device = getattr(tensor, "device", None)
+    if device is None or device.type != "cuda":
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.cuda.device(device)

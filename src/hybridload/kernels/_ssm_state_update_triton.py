@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._layernorm_gated_triton import device_guard
+from ._runtime import device_guard
 
 
 @triton.jit

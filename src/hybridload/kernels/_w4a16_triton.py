@@ -18,11 +18,11 @@ expert id from device memory, so only the active experts' bytes are read and no 
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
+
+from ._runtime import device_guard
 
 _TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
 
@@ -190,10 +190,6 @@ def _dequant_kernel(
 # -- launchers (arguments already validated by hybridload.kernels.w4a16) ---------------------------------
 
 
-def _device_guard(t: torch.Tensor) -> contextlib.AbstractContextManager:
-    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
-
-
 def _dot_dtype(dtype: torch.dtype) -> tuple[object, bool]:
     return _TL_DTYPES[dtype], dtype == torch.float32
 
@@ -213,7 +209,7 @@ def gemm(
     partials = torch.empty((split_k, m, n), dtype=torch.float32, device=x2.device) if split_k > 1 else out
     dot_dtype, ieee = _dot_dtype(x2.dtype)
     grid = (triton.cdiv(n, block_n), split_k, triton.cdiv(m, block_m))
-    with _device_guard(x2):
+    with device_guard(x2):
         _gemm_kernel[grid](
             x2, weight, scale_u8, gscale, bias if bias is not None else out, out, partials,
             m, n, k, kh, k_per_split,
@@ -239,7 +235,7 @@ def moe(
     block_m, block_n, block_k = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
     dot_dtype, ieee = _dot_dtype(x2.dtype)
     grid = (tile_expert.shape[0], triton.cdiv(n, block_n))
-    with _device_guard(x2):
+    with device_guard(x2):
         _moe_kernel[grid](
             x2, weight, scale_u8, gscale, out, tile_expert, row_map if row_map is not None else tile_expert,
             n, k, kh, e, topk,
@@ -257,7 +253,7 @@ def dequantize(
     n, kh = weight.shape
     block_n, block_k = 32, 256
     grid = (triton.cdiv(n, block_n), triton.cdiv(2 * kh, block_k))
-    with _device_guard(weight):
+    with device_guard(weight):
         _dequant_kernel[grid](
             weight, scale_u8, gscale, out, n, k, kh, weight.stride(0), scale_u8.stride(0), out.stride(0),
             BLOCK_N=block_n, BLOCK_K=block_k, RECIPROCAL=reciprocal, num_warps=4,
