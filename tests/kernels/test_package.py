@@ -7,6 +7,8 @@ import sys
 import pytest
 import torch
 
+import hybridload
+
 import hybridload.kernels as kernels
 from hybridload.errors import KernelUnavailableError
 from hybridload.kernels import _runtime
@@ -81,9 +83,22 @@ def test_require_triton_rejects_a_stand_in(monkeypatch: pytest.MonkeyPatch) -> N
     fake = standins.new_module("triton", "triton", "absent", None)
     monkeypatch.setitem(sys.modules, "triton", fake)
     monkeypatch.setitem(sys.modules, "triton.language", standins.new_module("triton.language", "triton", "absent", None))
-    with pytest.raises(KernelUnavailableError, match="stand-in"):
+    # installed (and transformers imported: install() takes the shim's import guards then), the guards already
+    # hand hybridload the truth instead of the stand-in ...
+    import transformers  # noqa: F401
+
+    assert hybridload.is_installed()
+    with pytest.raises(KernelUnavailableError, match="absent or broken") as truthful:
         _runtime.require_triton()
-    assert kernels.available() is False
+    assert "stand-in" not in str(truthful.value)
+    # ... and without them (uninstalled), require_triton itself refuses the stand-in
+    hybridload.uninstall()
+    try:
+        with pytest.raises(KernelUnavailableError, match="stand-in"):
+            _runtime.require_triton()
+        assert kernels.available() is False
+    finally:
+        hybridload.install()
 
 
 def test_available_is_false_without_triton(no_triton: None, monkeypatch: pytest.MonkeyPatch) -> None:
