@@ -261,7 +261,8 @@ def cmd_check(args: argparse.Namespace, progress: _Progress) -> int:
         print(f"parameters {human(total)} = {human(size, 'B')}  [{by_dtype}]")
         print(f"layers     {fold_runs(kinds)}")
         print(f"kernels    {record.shim.summary() if record.shim is not None else 'no kernel shim'}")
-        print(f"device     {plan.profile.describe() if plan.profile is not None else 'this machine (no profile)'}")
+        built_for = f"{plan.profile.describe()} (the plan's device profile)" if plan.profile is not None else "this machine"
+        print(f"built for  {built_for}")
         for line in record.cuda_redirects:
             print(f"cuda->meta {line}")
         if record.messages:
