@@ -1,7 +1,8 @@
 """nnsight clients with ``remote=True`` against the real NDIF server (the ``ndif`` package) on loopback.
 
-The stack (``scripts/ndif-loopback``): Redis, moto_server as the object store, a Ray head with one declared
-GPU, NDIF's controller launched with hybridload's actors, NDIF's API. The server's Ray workers have
+The stack (``scripts/ndif-loopback --two-nodes``): Redis, moto_server as the object store, a Ray head and a
+second Ray node on the same machine that declares the GPU (so every model actor runs off the head, as on a
+multi-node cluster), NDIF's controller launched with hybridload's actors, NDIF's API. The server's Ray workers have
 tests/fakekernels on their path (a GPU server with its kernel packages installed); the clients have none.
 ``HYBRIDLOAD_NDIF_STACK=<state dir>`` reuses a running stack; otherwise this module starts one and stops it.
 """
@@ -30,7 +31,7 @@ def stack(tmp_path_factory):
         return
     state = tmp_path_factory.mktemp("ndif-stack")
     start = subprocess.run([sys.executable, str(LOOPBACK), "start", "--state", str(state), "--venv",
-                            str(Path(sys.executable).parent.parent), "--kernels", str(KERNELS)],
+                            str(Path(sys.executable).parent.parent), "--kernels", str(KERNELS), "--two-nodes"],
                            capture_output=True, text=True, timeout=600)
     try:
         assert start.returncode == 0, start.stdout + start.stderr
@@ -156,3 +157,24 @@ def test_the_replica_logs_its_plan_digest_and_kernel_report(runs, stack):
     assert "kernel report:" in report
     line = next(line for line in report.splitlines() if "rmsnorm_fn" in line)
     assert " real " in line and "mamba_ssm.ops.triton.layernorm_gated" in line, line
+
+
+def _ray_list(stack: dict, what: str) -> list[dict]:
+    ray = Path(sys.executable).parent / "ray"
+    listed = subprocess.run([str(ray), "list", what, "--format", "json", "--limit", "1000", "--address",
+                             f"http://127.0.0.1:{stack['ports']['dashboard']}"],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, **stack["env"]})
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    return json.loads(listed.stdout)
+
+
+def test_the_model_actor_runs_on_the_second_ray_node(runs, stack):
+    """Scale-out: the head declares no GPU, so NDIF placed the model actor on the GPU node, where the requests
+    above were served and passed the tree handshake."""
+    gpu_node = stack["gpu_node_address"]
+    assert gpu_node, "this stack runs one Ray node (scripts/ndif-loopback start --two-nodes runs two)"
+    node_ips = {node["node_id"]: node["node_ip"] for node in _ray_list(stack, "nodes")}
+    assert len(node_ips) == 2 and gpu_node in node_ips.values()
+    model_actors = [a for a in _ray_list(stack, "actors") if a["state"] == "ALIVE" and "ModelDeployment" in a["class_name"]]
+    assert model_actors, [a["class_name"] for a in _ray_list(stack, "actors")]
+    assert {node_ips[a["node_id"]] for a in model_actors} == {gpu_node}
