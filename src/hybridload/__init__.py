@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import *  # noqa: F403 - every error class is public
 from .errors import __all__ as _ERRORS
 
+from ._lazy import lazy_exports
 from ._version import __version__
 
 # public name -> module that defines it (imported on first attribute access)
@@ -50,19 +51,13 @@ _LAZY: dict[str, str] = {
 __all__ = sorted([*_LAZY, "__version__", *_ERRORS])
 
 
+_exported, __dir__ = lazy_exports(__name__, _LAZY, globals(), __all__)
+
+
 def __getattr__(name: str) -> Any:
     if name in ("examples", "kernels", "twins", "reference", "substitutes"):  # subpackages, importable as attributes
         return importlib.import_module(f"hybridload.{name}")
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'hybridload' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+    return _exported(name)
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only

@@ -13,9 +13,10 @@ and that the model's own ``__init__`` applies (``self.apply(self._init_weights)`
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 from typing import Any
+
+from fixtures.code_folder import write_code_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -216,15 +217,11 @@ class ScalarLayersModel(PreTrainedModel):
 
 def _write(folder: Path, stem: str, prefix: str, model_type: str, configuration: str, modeling: str,
            auto_model: str, config: dict[str, Any]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"configuration_{stem}.py").write_text(configuration)
-    (folder / f"modeling_{stem}.py").write_text(modeling)
     auto_map = {"AutoConfig": f"configuration_{stem}.{prefix}Config", "AutoModel": f"modeling_{stem}.{auto_model}"}
     if auto_model != f"{prefix}ForCausalLM":
         auto_map["AutoModelForCausalLM"] = f"modeling_{stem}.{prefix}ForCausalLM"
-    payload = {"model_type": model_type, "architectures": [auto_model], "auto_map": auto_map, **config}
-    (folder / "config.json").write_text(json.dumps(payload, indent=1))
-    return folder
+    return write_code_folder(folder, {f"configuration_{stem}.py": configuration, f"modeling_{stem}.py": modeling},
+                             model_type=model_type, architecture=auto_model, auto_map=auto_map, config=config)
 
 
 def write_init_zoo(folder: Path, **config: Any) -> Path:
@@ -232,20 +229,14 @@ def write_init_zoo(folder: Path, **config: Any) -> Path:
 
 
 def write_scalar_layers(folder: Path, **config: Any) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "configuration_scalar_layers.py").write_text(_SCALAR_CONFIGURATION)
-    (folder / "modeling_scalar_layers.py").write_text(_SCALAR_MODELING)
-    payload = {
-        "model_type": "scalar_layers",
-        "architectures": ["ScalarLayersModel"],
-        "auto_map": {
-            "AutoConfig": "configuration_scalar_layers.ScalarLayersConfig",
-            "AutoModel": "modeling_scalar_layers.ScalarLayersModel",
-        },
-        **config,
-    }
-    (folder / "config.json").write_text(json.dumps(payload, indent=1))
-    return folder
+    return write_code_folder(
+        folder,
+        {"configuration_scalar_layers.py": _SCALAR_CONFIGURATION, "modeling_scalar_layers.py": _SCALAR_MODELING},
+        model_type="scalar_layers", architecture="ScalarLayersModel",
+        auto_map={"AutoConfig": "configuration_scalar_layers.ScalarLayersConfig",
+                  "AutoModel": "modeling_scalar_layers.ScalarLayersModel"},
+        config=config,
+    )
 
 
 def benchmark_standins() -> Any:
@@ -286,8 +277,6 @@ TINY_NEMOTRON = dict(
 def tree_facts(model: Any) -> dict[str, Any]:
     """Every module, parameter and buffer path with class, shape, dtype, device, grad flag, persistence,
     transformers' ``_is_hf_initialized`` flags, and the values of every tensor that is not on meta."""
-    import torch
-
     facts: dict[str, Any] = {}
     for name, module in model.named_modules(remove_duplicate=False):
         facts[f"module {name}"] = (type(module).__qualname__, getattr(module, "_is_hf_initialized", None))

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "hybridload"
 
 LAYERS: list[set[str]] = [
-    {"errors", "_env", "_version"},
+    {"errors", "_env", "_version", "_lazy"},
     {"hooks", "tree"},
     {"kernels", "reference", "twins", "substitutes"},
     {"shim", "compat", "quant"},

@@ -18,13 +18,14 @@
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 from typing import Any
+
+from fixtures.code_folder import write_code_folder
 
 CONFIGURATION = '''
 from transformers import PretrainedConfig
@@ -224,18 +225,9 @@ open({str(out)!r}, "w").write(hybridload.signature(model).to_json())
 
 
 def write_device_model(root: Path, name: str = "devq_model", **config: Any) -> Path:
-    folder = root / name
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "configuration_devq.py").write_text(CONFIGURATION)
-    (folder / "modeling_devq.py").write_text(MODELING)
-    values = {
-        "model_type": "devq",
-        "architectures": ["DevQForCausalLM"],
-        "auto_map": {
-            "AutoConfig": "configuration_devq.DevQConfig",
-            "AutoModelForCausalLM": "modeling_devq.DevQForCausalLM",
-        },
-        **config,
-    }
-    (folder / "config.json").write_text(json.dumps(values, indent=2))
-    return folder
+    return write_code_folder(
+        root / name, {"configuration_devq.py": CONFIGURATION, "modeling_devq.py": MODELING},
+        model_type="devq", architecture="DevQForCausalLM",
+        auto_map={"AutoConfig": "configuration_devq.DevQConfig", "AutoModelForCausalLM": "modeling_devq.DevQForCausalLM"},
+        config=config,
+    )

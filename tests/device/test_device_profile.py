@@ -263,7 +263,7 @@ def test_choose_profile_from_environment_and_lock(tmp_path: Path, monkeypatch: p
     assert choose_profile() == DeviceProfile.current()
     monkeypatch.setenv("HYBRIDLOAD_DEVICE_PROFILE", "none")
     assert choose_profile() is None
-    lock = {"schema": "hybridload.lock/1", "plan": {}, "device_profile": A100.to_dict()}
+    lock = {"schema": "hybridload.lock/1", "plan": {"device_profile": A100.to_dict()}, "signature": None}
     (tmp_path / "model.lock.json").write_text(json.dumps(lock))
     monkeypatch.setenv("HYBRIDLOAD_DEVICE_PROFILE", str(tmp_path / "model.lock.json"))
     assert choose_profile() == A100 == profile_from_lock(lock)

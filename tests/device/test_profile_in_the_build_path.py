@@ -10,6 +10,7 @@ from pathlib import Path
 import device_fixtures as dfx
 import pytest
 import torch
+from fixtures.code_folder import write_code_folder
 
 import hybridload
 from hybridload.cli import main as cli
@@ -169,12 +170,9 @@ def test_a_device_the_tree_does_not_depend_on_is_recorded_silently(tmp_path: Pat
 
     LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                  num_attention_heads=2, num_key_value_heads=1)).save_pretrained(tmp_path / "llama")
-    asks = tmp_path / "askdev"
-    asks.mkdir()
-    (asks / "modeling_askdev.py").write_text(ASKS_BUT_SAME_TREE)
-    (asks / "config.json").write_text(json.dumps({
-        "model_type": "askdev", "architectures": ["AskModel"],
-        "auto_map": {"AutoConfig": "modeling_askdev.AskConfig", "AutoModel": "modeling_askdev.AskModel"}}))
+    asks = write_code_folder(tmp_path / "askdev", {"modeling_askdev.py": ASKS_BUT_SAME_TREE}, model_type="askdev",
+                             architecture="AskModel",
+                             auto_map={"AutoConfig": "modeling_askdev.AskConfig", "AutoModel": "modeling_askdev.AskModel"})
     from transformers import AutoConfig, AutoModel
 
     AutoModel.from_config(AutoConfig.from_pretrained(asks, trust_remote_code=True), trust_remote_code=True).save_pretrained(asks)

@@ -145,13 +145,18 @@ def choose(model_class: type, requested: str | None, *, source: str = "argument"
 _active: contextvars.ContextVar[bool] = contextvars.ContextVar("hybridload_meta_attention", default=False)
 
 
+def accelerate_empty_weights() -> bool:
+    """accelerate's ``init_empty_weights`` is active (it patches ``Module.register_parameter`` while open)."""
+    import torch
+
+    return getattr(torch.nn.Module.register_parameter, "__name__", "") == "register_empty_parameter"
+
+
 def building_on_meta() -> bool:
     """True inside ``torch.device("meta")`` (nnsight's MetaDevice included) or accelerate's init_empty_weights."""
     import torch
 
-    if torch.get_default_device().type == "meta":
-        return True
-    return getattr(torch.nn.Module.register_parameter, "__name__", "") == "register_empty_parameter"
+    return torch.get_default_device().type == "meta" or accelerate_empty_weights()
 
 
 def _make_check(original: Callable) -> Callable:

@@ -32,9 +32,9 @@ def _is_cuda(device: Any) -> bool:
 def empty_weights_only() -> bool:
     """accelerate's ``init_empty_weights`` is active without a meta default device: parameters go to meta,
     new buffers stay where torch puts them (``include_buffers=False``, accelerate's default)."""
-    if torch.get_default_device().type == "meta":
-        return False
-    return getattr(torch.nn.Module.register_parameter, "__name__", "") == "register_empty_parameter"
+    from .attention import accelerate_empty_weights
+
+    return torch.get_default_device().type != "meta" and accelerate_empty_weights()
 
 
 class MetaDeviceMode(DeviceContext):

@@ -228,13 +228,9 @@ ProfileChoice = Any
 
 
 def profile_from_lock(document: Mapping[str, Any], *, origin: str = "lock file") -> DeviceProfile | None:
-    """The device profile a lock file records (its plan's ``device_profile``, or a top-level one), or None."""
-    if not isinstance(document, Mapping):
-        return None
-    plan = document.get("plan")
+    """The device profile a lock file's plan records (``plan.device_profile``), or None."""
+    plan = document.get("plan") if isinstance(document, Mapping) else None
     data = plan.get("device_profile") if isinstance(plan, Mapping) else None
-    if data is None:
-        data = document.get("device_profile")
     return None if data is None else DeviceProfile.from_dict(data, origin=f"{origin} device_profile")
 
 
@@ -266,7 +262,7 @@ def choose_profile(choice: ProfileChoice = None) -> DeviceProfile | None:
         raise DeviceProfileError(
             f"{where}={choice!r} is not {', '.join(map(repr, CHOICES))} or a readable profile/lock JSON file ({exc})."
         ) from None
-    if isinstance(data, Mapping) and ("device_profile" in data or "plan" in data):
+    if isinstance(data, Mapping) and "plan" in data:
         profile = profile_from_lock(data, origin=choice)
         if profile is None:
             raise DeviceProfileError(f"{where}={choice!r}: this lock file records no device profile.")

@@ -6,11 +6,13 @@ hybridload (and this package) does not import torch.
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 # ``signature`` and ``layer_kinds`` are public as ``hybridload.signature`` / ``hybridload.layer_kinds``:
 # here those names are the submodules that define them (Python binds a submodule to its package on import).
+
 _LAZY: dict[str, str] = {
     "TreeSignature": "hybridload.tree.signature",
     "ParamSpec": "hybridload.tree.specs",
@@ -25,17 +27,7 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'hybridload.tree' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals(), __all__)
 
 
 if TYPE_CHECKING:  # pragma: no cover
