@@ -105,6 +105,9 @@ def linear_case(m: int, n: int, k: int, bw: float, config: dict | None = None) -
             return lambda: kw.w4a16_linear(x, p, s, g)
         out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
         su8 = s.view(torch.uint8)
+        if "BLOCK_G" in config:
+            w64 = kw.packed_words(p)
+            return lambda: launcher.gemv(x, w64, su8, g, None, out, k, False, config)
         return lambda: launcher.gemm(x, p, su8, g, None, out, k, False, config)
 
     dense = [dequantize_nvfp4(*q[i % copies], dtype=torch.bfloat16) for i in range(bf_copies)]
@@ -199,6 +202,44 @@ def moe_case(bw: float, experts: int = 128, topk: int = 6, n: int = 3712, k: int
 
 
 SWEEP_CONFIGS = [(32, 128, 4), (16, 512, 4), (32, 256, 4), (32, 512, 4), (64, 256, 4), (64, 512, 8), (128, 256, 8)]
+# BLOCK_N, BLOCK_G, warps, prefetch depth
+GEMV_SWEEP = [(16, 16, 4, 1), (16, 16, 4, 2), (16, 16, 2, 1), (16, 16, 2, 2), (32, 16, 4, 2), (32, 32, 4, 1), (16, 32, 4, 1),
+              (32, 16, 2, 2), (64, 16, 8, 2), (8, 16, 1, 2), (32, 8, 4, 2)]
+
+
+def gemv_sweep(bw: float) -> list[dict]:
+    """The GEMV kernel at M = 1 on every decode shape: tile sizes x split-K, GPU time in a CUDA graph only."""
+    rows = []
+    launcher = load_launcher("_w4a16_triton")
+    for n, k in DECODE_SHAPES:
+        packed_bytes = n * (k // 2) + n * (k // 16) + 4
+        copies = max(2, min(64, -(-L2_ROTATE_BYTES // packed_bytes)))
+        q = [packed(n, k, i) for i in range(copies)]
+        x = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
+        out = torch.empty(1, n, device="cuda", dtype=torch.bfloat16)
+        ref = F.linear(x.float(), dequantize_nvfp4(*q[0]))
+        for block_n, block_g, warps, prefetch in GEMV_SWEEP:
+            for split_k in (1, 2, 4, 8):
+                config = {"BLOCK_N": block_n, "BLOCK_G": block_g, "SPLIT_K": split_k, "num_warps": warps, "PREFETCH": prefetch}
+
+                def call(i, config=config):
+                    p, s, g = q[i]
+                    w64, su8 = kw.packed_words(p), s.view(torch.uint8)
+                    return lambda: launcher.gemv(x, w64, su8, g, None, out, k, False, config)
+
+                try:
+                    call(0)()
+                    rel = float((out.float() - ref).norm() / ref.norm())
+                    us = graph_time_us(call, copies)
+                    row = {"N": n, "K": k, "config": config, "w4a16_graph_us": us, "rel_l2_error_vs_dequantized_fp32": rel,
+                           "packed_bw_fraction_of_copy": packed_bytes / (us * 1e-6) / bw}
+                except Exception as exc:  # noqa: BLE001 - a config that fails is recorded, not fatal
+                    row = {"N": n, "K": k, "config": config, "error": f"{type(exc).__name__}: {exc}"[:300]}
+                rows.append(row)
+                print("gemv", json.dumps({key: row.get(key) for key in ("N", "K", "config", "w4a16_graph_us", "packed_bw_fraction_of_copy", "rel_l2_error_vs_dequantized_fp32", "error")}), flush=True)
+        del q
+        torch.cuda.empty_cache()
+    return rows
 
 
 def sweep(bw: float) -> list[dict]:
@@ -240,6 +281,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "w4a16-h100.json")
     parser.add_argument("--sweep", action="store_true", help="also time a grid of tile configs at M=1")
+    parser.add_argument("--gemv-sweep", action="store_true", help="time the GEMV kernel's tile grid at M=1 first")
     parser.add_argument("--quick", action="store_true", help="decode shapes only")
     parser.add_argument("--lean", action="store_true", help="M=1 and 16 decode, M=64 and 2048 prefill, MoE at one token")
     args = parser.parse_args()
@@ -247,6 +289,8 @@ def main() -> None:
     bw = copy_bandwidth()
     result = {"environment": environment(), "copy_bandwidth_gbps": bw / 1e9, "decode": [], "prefill": [], "moe": []}
     print(json.dumps(result["environment"]), f"copy {bw / 1e9:.0f} GB/s", flush=True)
+    if args.gemv_sweep:
+        result["gemv_sweep"] = gemv_sweep(bw)
     for n, k in DECODE_SHAPES:
         for m in ((1, 16) if args.lean else (1, 4, 16)):
             row = linear_case(m, n, k, bw)

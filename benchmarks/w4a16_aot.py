@@ -1,15 +1,20 @@
 """Compile hybridload's W4A16 Triton kernels ahead of time for sm_90a (H100/H200) without a GPU, and report
-what ptxas says about each configuration: registers per thread, stack frame and spills.
+what ptxas says about each configuration (registers per thread, stack frame and spills) and, for the decode
+kernels, the SASS of their main loop: instructions per weight element and the most frequent opcodes.
 
     python benchmarks/w4a16_aot.py [--out FILE.md]      (needs the triton package, not a GPU)
 
 A spill (local memory) or a register count that leaves one program per SM would cost a memory-bound kernel
-its bandwidth; this is how the default tile sizes of hybridload.kernels.w4a16 were chosen without a GPU.
+its bandwidth, and every instruction per element costs issue slots a bandwidth-bound decode cannot spare;
+this is how tile sizes and decode variants were compared without a GPU. Integer arguments and pointers are
+compiled as the JIT specializes them at run time (divisible by 16), so the loads vectorize as they do there.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -37,16 +42,56 @@ def _ptxas() -> str:
     raise SystemExit("this triton ships no ptxas")
 
 
-def properties(fn, signature: dict, constexprs: dict, warps: int, stages: int) -> str:
-    compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs), target=TARGET,
-                              options={"num_warps": warps, "num_stages": stages})
+def _compile(fn, signature: dict, constexprs: dict, warps: int, stages: int, divisible: tuple[str, ...] = ()):
+    names = list(signature)
+    attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in divisible}
+    return triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs), target=TARGET,
+                          options={"num_warps": warps, "num_stages": stages})
+
+
+def loop_profile(compiled, elements_per_thread_step: int) -> str:
+    """Instructions per weight element in the kernel's main loop (its longest backward branch), from nvdisasm."""
+    folder = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+    with tempfile.NamedTemporaryFile("wb", suffix=".cubin", delete=False) as handle:
+        handle.write(compiled.asm["cubin"])
+    text = subprocess.run([str(folder / "nvdisasm"), "-c", handle.name], capture_output=True, text=True).stdout
+    os.unlink(handle.name)
+    rows, labels, pending = [], {}, []
+    for line in text.splitlines():
+        label = re.match(r"^(\.L_x_\d+):", line.strip())
+        if label:
+            pending.append(label.group(1))
+            continue
+        match = re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(.*?);", line)
+        if match:
+            address = int(match.group(1), 16)
+            labels.update({name: address for name in pending})
+            pending = []
+            rows.append((address, match.group(2).strip()))
+    loops = []
+    for address, ins in rows:
+        target = re.search(r"BRA\s+`?\(?(\.L_x_\d+)", ins)
+        if target and labels.get(target.group(1), address) < address:
+            loops.append((labels[target.group(1)], address))
+    if not loops:
+        return "no loop found"
+    start, end = max(loops, key=lambda span: span[1] - span[0])
+    body = [re.sub(r"^@!?U?P\w+\s+", "", ins).split()[0].split(".")[0] for address, ins in rows if start <= address <= end]
+    top = ", ".join(f"{op} {count}" for op, count in collections.Counter(body).most_common(6))
+    return f"{len(body) / elements_per_thread_step:.2f} instructions per element ({len(body)} for {elements_per_thread_step}; {top})"
+
+
+def properties(fn, signature: dict, constexprs: dict, warps: int, stages: int, divisible: tuple[str, ...] = (),
+               elements_per_thread_step: int | None = None) -> str:
+    compiled = _compile(fn, signature, constexprs, warps, stages, divisible)
     with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as handle:
         handle.write(compiled.asm["ptx"])
     result = subprocess.run([_ptxas(), "-arch=sm_90a", "-v", handle.name, "-o", os.devnull], capture_output=True, text=True)
     os.unlink(handle.name)
     mma = "mma" in compiled.asm["ptx"]
     lines = [line.split("info    :")[-1].strip() for line in (result.stdout + result.stderr).splitlines() if "spill" in line or "Used" in line]
-    return f"{'; '.join(lines)}; tensor-core mma: {mma}"
+    loop = f"; loop: {loop_profile(compiled, elements_per_thread_step)}" if elements_per_thread_step else ""
+    return f"{'; '.join(lines)}; tensor-core mma: {mma}{loop}"
 
 
 def main() -> None:
@@ -62,6 +107,21 @@ def main() -> None:
                "stride_xm": "i32", "stride_ym": "i32", "stride_we": "i32", "stride_wn": "i32", "stride_se": "i32", "stride_sn": "i32",
                **{name: "constexpr" for name in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "PER_PAIR", "RECIPROCAL", "DOT_DTYPE", "IEEE")}}
     rows = []
+    decode_sig = {"X": "*bf16", "W": "*i64", "S": "*u8", "G": "*fp32", "B": "*bf16", "Y": "*bf16", "P": "*fp32", "IDS": "*i32",
+                  "M": "i32", "N": "i32", "K": "i32", "KG": "i32", "G_PER_SPLIT": "i32", "TOPK": "i32", "E": "i32",
+                  "stride_xm": "i32", "stride_ym": "i32", "stride_we": "i32", "stride_wn": "i32", "stride_se": "i32", "stride_sn": "i32",
+                  **{name: "constexpr" for name in ("BLOCK_N", "BLOCK_G", "SPLIT_K", "PREFETCH", "MOE", "HAS_BIAS", "RECIPROCAL", "ASM")}}
+    divisible = tuple(name for name, kind in decode_sig.items() if kind != "constexpr" and name not in ("M", "N", "TOPK", "E"))
+    for block_n, block_g, warps, prefetch in ((16, 16, 4, 2), (32, 16, 4, 2), (64, 16, 4, 1)):
+        consts = {"BLOCK_N": block_n, "BLOCK_G": block_g, "SPLIT_K": 1, "PREFETCH": prefetch, "MOE": False, "HAS_BIAS": False,
+                  "RECIPROCAL": False, "ASM": True}
+        rows.append((f"_gemv_kernel bf16, prefetch {prefetch}", block_n, f"{block_g} groups", warps, 1,
+                     properties(k._gemv_kernel, decode_sig, consts, warps, 1, divisible, block_n * block_g * 16 // (32 * warps))))
+    for block_n, block_g, warps, stages in ((64, 8, 4, 1), (64, 8, 4, 3), (128, 8, 8, 1)):
+        consts = {"BLOCK_N": block_n, "BLOCK_G": block_g, "SPLIT_K": 1, "PREFETCH": 0, "MOE": False, "HAS_BIAS": False,
+                  "RECIPROCAL": False, "ASM": True}
+        rows.append(("_mma_gemv_kernel bf16, 16 rows", block_n, f"{block_g} groups", warps, stages,
+                     properties(k._mma_gemv_kernel, decode_sig, consts, warps, stages, divisible, block_n * block_g * 16 // (32 * warps))))
     for block_n, block_k, warps, stages in ((32, 128, 4, 4), (32, 256, 4, 4), (32, 256, 8, 4), (16, 256, 4, 4), (64, 128, 4, 4), (64, 256, 8, 3), (64, 512, 8, 3)):
         consts = {"BLOCK_M": 16, "BLOCK_N": block_n, "BLOCK_K": block_k, "SPLIT_K": 3, "HAS_BIAS": False,
                   "RECIPROCAL": False, "DOT_DTYPE": tl.bfloat16, "IEEE": False}
@@ -78,7 +138,7 @@ def main() -> None:
         f"`python benchmarks/w4a16_aot.py`, {time.strftime('%Y-%m-%d')}, triton {triton.__version__} (its bundled ptxas), "
         "Python " + sys.version.split()[0] + ". Compile-level facts only: no timing.",
         "",
-        "| kernel | BLOCK_N | BLOCK_K | warps | stages | ptxas |",
+        "| kernel | BLOCK_N | BLOCK_K (or groups of 16) | warps | stages | ptxas, and the decode loop's SASS |",
         "|---|---:|---:|---:|---:|---|",
         *[f"| {name} | {bn} | {bk} | {w} | {st} | {props} |" for name, bn, bk, w, st, props in rows],
         "",

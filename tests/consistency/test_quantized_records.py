@@ -16,9 +16,8 @@ def test_the_kernel_table_is_the_recorded_run():
     record = json.loads((RESULTS / "w4a16-h100.json").read_text())
     assert record["environment"]["gpu"] == "NVIDIA H100 80GB HBM3"
     text = _doc()
-    documented = {(4096, 4096, 1), (4096, 4096, 16), (21504, 4096, 1), (4096, 21504, 1), (1856, 2688, 1)}
-    rows = [d for d in record["decode"] if (d["N"], d["K"], d["M"]) in documented]
-    assert len(rows) == len(documented)
+    rows = record["decode"]
+    assert {(d["N"], d["K"]) for d in rows} == {(4096, 4096), (21504, 4096), (4096, 21504), (1856, 2688)}
     for d in rows:
         row = (f"| {d['N']} x {d['K']} | {d['M']} | {d['w4a16_graph_us']:.1f} | {d['bf16_graph_us']:.1f} | "
                f"{d['speedup_vs_bf16_graph']:.2f} | {d['packed_bw_fraction_of_copy']:.1%} | "
@@ -26,9 +25,31 @@ def test_the_kernel_table_is_the_recorded_run():
         assert row in text, row
     moe = record["moe"][0]
     assert f"{moe['w4a16_graph_us']:.1f} µs against {moe['bf16_graph_us']:.1f} µs" in text
-    # the targets the page says are not met are indeed not met by the record
+    # what the page says of the targets is what the record holds: prefill met, decode and MoE not
+    assert min(d["speedup_vs_bf16_graph"] for d in record["prefill"] if d["M"] >= 2048) >= 0.8
     assert max(d["packed_bw_fraction_of_copy"] for d in record["decode"]) < 0.70
-    assert max(d["speedup_vs_bf16_graph"] for d in record["prefill"] if d["M"] >= 2048) < 0.8
+    assert record["moe"][0]["speedup_vs_bf16_graph"] < 2.5
+    assert "prefill meets its target" in text and "**Against the targets:**" in text
+
+
+def test_the_decode_kernel_comparison_is_the_recorded_one():
+    """The page's GEMV vs tensor-core numbers at 21504 x 4096 are the best tiles of the decode-kernels record,
+    and the dispatch (GEMV for one row, the MMA kernel for more) follows them."""
+    from hybridload.kernels import w4a16
+
+    record = json.loads((RESULTS / "w4a16-decode-kernels-h100.json").read_text())
+    text = _doc()
+
+    def best(kernel, m):
+        rows = [r for r in record["linear"] if r["kernel"] == kernel and (r["N"], r["K"], r["M"]) == (21504, 4096, m)
+                and "graph_us" in r]
+        return min(r["graph_us"] for r in rows)
+
+    assert f"{best('gemv', 1):.1f} µs and the tensor-core GEMM {best('mma_gemv', 1):.1f} µs" in text
+    assert f"at M = 4, {best('gemv', 4):.1f} against {best('mma_gemv', 4):.1f} µs" in text
+    assert best("gemv", 1) < best("mma_gemv", 1) and best("mma_gemv", 4) < best("gemv", 4)
+    assert w4a16.GEMV_MAX_M == 1 and w4a16.MMA_MAX_M >= 4
+    assert all(r.get("rel_l2_error_vs_dequantized_fp32", 0) < 8e-3 for r in record["linear"] + record["moe"])
 
 
 def test_the_whole_model_and_example_numbers_are_the_recorded_ones():

@@ -61,8 +61,12 @@ def main(device: str, out: Path) -> None:
     with torch.no_grad():
         served_logits = served(ids).logits.float().cpu()
         twin_logits = twin(ids).logits.float().cpu()
-        served_tokens = served.generate(ids, max_new_tokens=16, do_sample=False).cpu().tolist()
-        twin_tokens = twin.generate(ids, max_new_tokens=16, do_sample=False).cpu().tolist()
+        # greedy decoding: prefill of the prompt, then one-row decode steps (the served model's GEMV kernels)
+        served_gen = served.generate(ids, max_new_tokens=16, do_sample=False, return_dict_in_generate=True, output_logits=True)
+        twin_gen = twin.generate(ids, max_new_tokens=16, do_sample=False, return_dict_in_generate=True, output_logits=True)
+        served_tokens, twin_tokens = served_gen.sequences.cpu().tolist(), twin_gen.sequences.cpu().tolist()
+        served_steps = torch.stack([s[0].float().cpu() for s in served_gen.logits])
+        twin_steps = torch.stack([s[0].float().cpu() for s in twin_gen.logits])
         # both models teacher-forced on the twin's greedy sequence: where greedy decoding parts, was it a near tie?
         forced = torch.tensor(twin_tokens, device=device)
         served_forced = served(forced).logits.float().cpu()[0]
@@ -70,7 +74,10 @@ def main(device: str, out: Path) -> None:
     diff = (served_logits - twin_logits)
     parted = next((i for i, (a, b) in enumerate(zip(served_tokens[0], twin_tokens[0])) if a != b), None)
     at = None if parted is None else parted - 1  # the position whose logits chose the differing token
-    top2 = None if at is None else twin_forced[at].topk(2).values
+    step = None if parted is None else parted - ids.shape[1]  # the decode step that chose it (same prefix for both)
+    top2 = None if step is None else twin_steps[step].topk(2).values
+    same = len(served_steps) if step is None else step  # steps decoded from identical prefixes
+    step_diff = served_steps[:same] - twin_steps[:same]
     bf16_bytes = sum(p.numel() * 2 for p in twin.parameters())
     record = {
         "device": device,
@@ -100,7 +107,10 @@ def main(device: str, out: Path) -> None:
         "teacher_forced_argmax_agreement": float((served_forced.argmax(-1) == twin_forced.argmax(-1)).float().mean()),
         "greedy_parts_at": parted,
         "twin_top2_margin_there": None if top2 is None else float(top2[0] - top2[1]),
-        "logits_max_abs_there": None if at is None else float((served_forced[at] - twin_forced[at]).abs().max()),
+        "logits_max_abs_there": None if step is None else float((served_steps[step] - twin_steps[step]).abs().max()),
+        "forced_logits_max_abs_there": None if at is None else float((served_forced[at] - twin_forced[at]).abs().max()),
+        "decode_steps_compared": same,
+        "decode_logits_rel_l2": float(step_diff.norm() / twin_steps[:same].norm()) if same else None,
         "weights_on": sorted({str(p.device) for p in served.parameters()}),
         "packed_dtypes": sorted({str(p.dtype) for n, p in served.named_parameters() if n.endswith(".weight") and p.dtype != torch.bfloat16}),
     }

@@ -28,8 +28,11 @@ def test_nvfp4_example_served_on_gpu_matches_the_dequantized_bf16_model(tmp_path
     assert r["weights_on"] == ["cuda:0"] and "torch.uint8" in r["packed_dtypes"]
     assert r["logits_rel_l2"] < 2e-2, r["logits_rel_l2"]
     # greedy decoding of the NVFP4 model follows the dequantized bf16 twin until a near tie: where the two part,
-    # the twin's top-2 margin is within the logits' difference there (bf16 noise picks the other token)
+    # the twin's top-2 margin at that decode step is within the two models' logits difference there (bf16
+    # noise picks the other token); the decode steps before it (the one-row kernels) stay within bf16 tolerance
     assert r["teacher_forced_argmax_agreement"] >= 0.9, r["teacher_forced_argmax_agreement"]
+    if r["decode_steps_compared"]:
+        assert r["decode_logits_rel_l2"] < 2e-2, r["decode_logits_rel_l2"]
     if r["greedy_parts_at"] is not None:
         assert r["twin_top2_margin_there"] <= 2 * r["logits_max_abs_there"], r
         assert r["served_tokens"][0][: r["greedy_parts_at"]] == r["twin_tokens"][0][: r["greedy_parts_at"]]

@@ -38,7 +38,7 @@ def _check(out: torch.Tensor, ref: torch.Tensor) -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).removeprefix("torch."))
-@pytest.mark.parametrize("m", [1, 2, 5, 16, 17, 40, 64, 65, 300])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 16, 17, 40, 64, 65, 300])
 @pytest.mark.parametrize("n,k", [(64, 64), (48, 4096), (333, 272), (130, 37), (2048, 1024)])
 def test_linear_matches_reference(dtype: torch.dtype, m: int, n: int, k: int) -> None:
     p, s, g = _weights(n, k)
@@ -62,7 +62,7 @@ def test_leading_dims_strided_rows_and_reciprocal_global(dtype: torch.dtype) -> 
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).removeprefix("torch."))
-@pytest.mark.parametrize("tokens", [1, 3, 11, 64])  # per-pair tiles up to 64 pairs, sorted tiles beyond
+@pytest.mark.parametrize("tokens", [1, 3, 8, 11, 64])  # GEMV up to 32 pairs, per-pair tiles up to 64, sorted beyond
 def test_grouped_moe_matches_per_expert_reference(dtype: torch.dtype, tokens: int) -> None:
     experts, n, k, topk = 9, 80, 96, 6
     banks = [_weights(n, k, seed=10 + e) for e in range(experts)]
@@ -77,6 +77,19 @@ def test_grouped_moe_matches_per_expert_reference(dtype: torch.dtype, tokens: in
     ref = torch.stack([torch.stack([F.linear(x[t].float(), dense[ids[t, j]]) for j in range(topk)]) for t in range(tokens)])
     assert out.shape == (tokens, topk, n)
     _check(out, ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).removeprefix("torch."))
+@pytest.mark.parametrize("m", [1, 4])
+def test_packed_weight_not_16_byte_aligned_takes_the_bytewise_kernels(dtype: torch.dtype, m: int) -> None:
+    p, s, g = _weights(40, 96, seed=4)
+    storage = torch.empty(p.numel() + 1, dtype=torch.uint8, device=DEVICE)
+    shifted = storage[1:].view(p.shape)  # one byte past an aligned start: no int64 view of this storage
+    shifted.copy_(p)
+    x = torch.randn(m, 96, device=DEVICE, dtype=dtype)
+    ref = F.linear(x.float(), dequantize_nvfp4(p, s, g, in_features=96))
+    _check(kw.w4a16_linear(x, shifted, s, g), ref)
+    assert torch.equal(kw.nvfp4_dequantize(shifted, s, g, 96, torch.float32), dequantize_nvfp4(p, s, g, in_features=96))
 
 
 def test_dequantize_kernel_equals_reference_in_float32() -> None:

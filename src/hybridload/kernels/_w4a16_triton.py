@@ -1,22 +1,33 @@
 """Triton kernels behind :mod:`hybridload.kernels.w4a16` (imports triton; load it lazily).
 
-NVFP4 weights stay packed in GPU memory; each kernel decodes them on the fly:
+NVFP4 weights stay packed in GPU memory; each kernel decodes them on the fly. The decode kernels read the
+packed weight as 64-bit words, one per 16-input scale group, and are bound by how few instructions turn a
+word into arithmetic:
 
-* an e2m1 code ``c`` becomes the fp16 bit pattern ``(c & 8) << 12 | (c & 7) << 9``, which is the code's
-  value times 2^-14 (exact, subnormals included); an e4m3 scale byte ``b`` becomes ``(b & 0x80) << 8 |
-  (b & 0x7f) << 7``, its value times 2^-8. No lookup table, no fp8 hardware conversion needed;
-* value x block scale has at most 6 significant bits and lies in [2^-10, 2688], so it is exact in bf16 and
-  fp16: the tile handed to ``tl.dot`` is the exact weight divided by the per-tensor scale, and the
-  per-tensor scale multiplies the fp32 accumulator once at the end;
-* the packed byte ``j`` of a row holds input elements ``2j`` (low nibble) and ``2j + 1`` (high nibble), so
-  the low and high nibbles are dotted with the even and odd input columns: no interleave shuffle.
+* on sm_89+ inline PTX maps an e2m1 nibble ``s e e m`` to the e4m3 byte ``s 0 0 e e m 0 0``, which is the
+  code's value times 2^-6 exactly (e4m3 has subnormals where e2m1 has them, so 0.5 is exact too), with two
+  shifts and masks per four codes; the hardware's ``cvt.rn.f16x2.e4m3x2`` widens two codes at a time;
+* code x block scale x 2^-6 has at most 6 significant bits and lies in [2^-16, 42]: exact in fp16, so the
+  tensor-core kernel's fp16 A tile is the exact weight up to the per-tensor scale and a power of two;
+* older GPUs and Triton's CPU interpreter take the same arithmetic in plain Triton (``ASM=False``).
 
-Kernels: ``_gemm_kernel`` (skinny GEMM for decode/short prefill: M tiles of 16 rows, optional split-K into
-fp32 partials reduced by ``_splitk_reduce_kernel``), ``_moe_kernel`` (grouped: each program reads its
-expert id from device memory, so only the active experts' bytes are read and no host sync happens), and
-``_dequant_kernel`` (whole weight to bf16/fp16, for long prefills handed to cuBLAS).
+Kernels:
+
+* ``_gemv_kernel`` -- one row (decode) or one routed (token, expert) pair per program row: the 16 products of
+  a group are summed in fp32 on CUDA cores and multiplied by the group's scale once;
+* ``_mma_gemv_kernel`` -- up to 16 rows: the decoded fp16 tile is the A operand of ``tl.dot`` (wgmma on
+  Hopper), x^T scaled by 2^-4 into fp16 is B, fp32 accumulation;
+* ``_splitk_reduce_kernel`` -- sums the fp32 partials of a split-K launch, applies the per-tensor scale, bias;
+* ``_dequant16_kernel`` -- the whole weight to bf16/fp16/fp32 with vectorised stores, for long prefills
+  handed to cuBLAS; in fp32 it is bit-exact against the reference (code x (block scale x per-tensor scale));
+* byte-wise kernels for a packed weight whose storage is not 16-byte aligned: ``_gemm_kernel`` (skinny
+  tensor-core GEMM, value x block scale exact in the dot dtype), ``_moe_kernel`` (grouped MoE: each program
+  reads its expert id from device memory, so only active experts are read and no host sync happens; also
+  the path for many routed pairs), ``_dequant_kernel``.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 import triton
@@ -25,6 +36,86 @@ import triton.language as tl
 from ._runtime import device_guard
 
 _TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
+
+_E4M3_HALF = """
+    shr.b32 a, {w}, 2;
+    and.b32 a, a, 0x1C1C1C1C;
+    and.b32 hi, {w}, 0x80808080;
+    or.b32 hi, hi, a;
+    shl.b32 a, {w}, 2;
+    and.b32 a, a, 0x1C1C1C1C;
+    shl.b32 b, {w}, 4;
+    and.b32 b, b, 0x80808080;
+    or.b32 lo, a, b;
+    mov.b32 {{l0, l1}}, lo;
+    mov.b32 {{h0, h1}}, hi;
+    cvt.rn.f16x2.e4m3x2 f0, l0;
+    cvt.rn.f16x2.e4m3x2 f1, l1;
+    cvt.rn.f16x2.e4m3x2 f2, h0;
+    cvt.rn.f16x2.e4m3x2 f3, h1;
+    mov.b32 {{v0, v1}}, f0;
+    mov.b32 {{v2, v3}}, f1;
+    mov.b32 {{v4, v5}}, f2;
+    mov.b32 {{v6, v7}}, f3;
+    cvt.f32.f16 ${o0}, v0;
+    cvt.f32.f16 ${o2}, v1;
+    cvt.f32.f16 ${o4}, v2;
+    cvt.f32.f16 ${o6}, v3;
+    cvt.f32.f16 ${o1}, v4;
+    cvt.f32.f16 ${o3}, v5;
+    cvt.f32.f16 ${o5}, v6;
+    cvt.f32.f16 ${o7}, v7;
+"""
+# one 64-bit word (byte j: code 2j in the low nibble, 2j + 1 in the high one) -> 16 fp32 outputs, code x 2^-6
+_DECODE16_PTX = tl.constexpr(
+    "{\n .reg .b32 w0, w1, a, b, lo, hi, f0, f1, f2, f3;\n .reg .b16 l0, l1, h0, h1, v0, v1, v2, v3, v4, v5, v6, v7;\n"
+    " mov.b64 {w0, w1}, $16;\n"
+    + _E4M3_HALF.format(w="w0", **{f"o{i}": i for i in range(8)})
+    + _E4M3_HALF.format(w="w1", **{f"o{i}": i + 8 for i in range(8)})
+    + "}"
+)
+_DECODE16_CONSTRAINTS = tl.constexpr("=r," * 16 + "l")
+
+_E4M3_SPLIT = """
+    shr.b32 t, {w}, 2;
+    and.b32 t, t, 0x1C1C1C1C;
+    and.b32 {hi}, {w}, 0x80808080;
+    or.b32 {hi}, {hi}, t;
+    shl.b32 t, {w}, 2;
+    and.b32 t, t, 0x1C1C1C1C;
+    shl.b32 u, {w}, 4;
+    and.b32 u, u, 0x80808080;
+    or.b32 {lo}, t, u;
+"""
+_PAIR = """
+    prmt.b32 p, {a}, {b}, {sel};
+    mov.b32 {{x, y}}, p;
+    cvt.rn.f16x2.e4m3x2 ${o0}, x;
+    cvt.rn.f16x2.e4m3x2 ${o1}, y;
+    mul.rn.f16x2 ${o0}, ${o0}, $18;
+    mul.rn.f16x2 ${o1}, ${o1}, $18;
+"""
+
+
+def _decode_pairs_ptx() -> str:
+    """Two 64-bit words A, B ($16, $17) and their two fp16 block scales ($18, one f16x2) -> 16 f16x2 outputs:
+    output p holds code p of A and of B, each times its block scale and 2^-6 (exact in fp16)."""
+    body = [" mov.b64 {a0, a1}, $16;", " mov.b64 {b0, b1}, $17;"]
+    for word in ("a0", "a1", "b0", "b1"):
+        body.append(_E4M3_SPLIT.format(w=word, lo="l" + word, hi="h" + word))
+    for half, base in ((0, 0), (1, 8)):
+        a, b = f"a{half}", f"b{half}"
+        body.append(_PAIR.format(a="l" + a, b="l" + b, sel="0x5140", o0=base + 0, o1=base + 2))  # codes 0, 2
+        body.append(_PAIR.format(a="l" + a, b="l" + b, sel="0x7362", o0=base + 4, o1=base + 6))  # codes 4, 6
+        body.append(_PAIR.format(a="h" + a, b="h" + b, sel="0x5140", o0=base + 1, o1=base + 3))  # codes 1, 3
+        body.append(_PAIR.format(a="h" + a, b="h" + b, sel="0x7362", o0=base + 5, o1=base + 7))  # codes 5, 7
+    regs = " .reg .b32 a0, a1, b0, b1, t, u, p, la0, ha0, la1, ha1, lb0, hb0, lb1, hb1;\n .reg .b16 x, y;\n"
+    return "{\n" + regs + "\n".join(body) + "\n}"
+
+
+# with pack=2 each asm call sees two words and two scales, and each f16 output register holds two values
+_DECODE_PAIRS_PTX = tl.constexpr(_decode_pairs_ptx())
+_DECODE_PAIRS_CONSTRAINTS = tl.constexpr("=r," * 16 + "l,l,r")
 
 
 @triton.jit
@@ -50,16 +141,17 @@ def _global_scale(G, RECIPROCAL: tl.constexpr):
 
 
 @triton.jit
-def _weight_tile(W, S, offs_n, n_mask, k0, KH, stride_wn, stride_sn, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_DTYPE: tl.constexpr):
+def _weight_tile(W, S, offs_n, n_mask, k0, KH, stride_wn, stride_sn, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                 DOT_DTYPE: tl.constexpr, scale_factor=1.0):
     """(low, high): the even- and odd-column weight values of a [BLOCK_N, BLOCK_K] tile, scaled by their
-    block scales (exact), as [BLOCK_N, BLOCK_K // 2] tiles of DOT_DTYPE."""
+    block scales (exact) times ``scale_factor``, as [BLOCK_N, BLOCK_K // 2] tiles of DOT_DTYPE."""
     offs_h = k0 // 2 + tl.arange(0, BLOCK_K // 2)
     h_mask = offs_h < KH
     packed = tl.load(W + offs_n[:, None] * stride_wn + offs_h[None, :], mask=n_mask[:, None] & h_mask[None, :], other=0)
     offs_g = k0 // 16 + tl.arange(0, BLOCK_K // 16)
     g_mask = offs_g < KH // 8
     raw = tl.load(S + offs_n[:, None] * stride_sn + offs_g[None, :], mask=n_mask[:, None] & g_mask[None, :], other=0)
-    scale = _e4m3_to_f32(raw)[:, :, None]
+    scale = (_e4m3_to_f32(raw) * scale_factor)[:, :, None]
     low = tl.reshape(_e2m1_to_f32(packed & 15), (BLOCK_N, BLOCK_K // 16, 8)) * scale
     high = tl.reshape(_e2m1_to_f32(packed >> 4), (BLOCK_N, BLOCK_K // 16, 8)) * scale
     low = tl.reshape(low, (BLOCK_N, BLOCK_K // 2)).to(DOT_DTYPE)
@@ -179,15 +271,289 @@ def _dequant_kernel(
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = offs_n < N
     k0 = tl.program_id(1) * BLOCK_K
-    low, high = _weight_tile(W, S, offs_n, n_mask, k0, KH, stride_wn, stride_sn, BLOCK_N, BLOCK_K, tl.float32)
-    g = _global_scale(G, RECIPROCAL)
+    g = _global_scale(G, RECIPROCAL)  # code x (scale x global): the reference's rounding
+    low, high = _weight_tile(W, S, offs_n, n_mask, k0, KH, stride_wn, stride_sn, BLOCK_N, BLOCK_K, tl.float32, g)
     k_even = k0 + 2 * tl.arange(0, BLOCK_K // 2)
     rows = OUT + offs_n.to(tl.int64)[:, None] * stride_on
-    tl.store(rows + k_even[None, :], (low * g).to(OUT.dtype.element_ty), mask=n_mask[:, None] & (k_even < K)[None, :])
-    tl.store(rows + (k_even + 1)[None, :], (high * g).to(OUT.dtype.element_ty), mask=n_mask[:, None] & (k_even + 1 < K)[None, :])
+    tl.store(rows + k_even[None, :], low.to(OUT.dtype.element_ty), mask=n_mask[:, None] & (k_even < K)[None, :])
+    tl.store(rows + (k_even + 1)[None, :], high.to(OUT.dtype.element_ty), mask=n_mask[:, None] & (k_even + 1 < K)[None, :])
+
+
+@triton.jit
+def _code(w, p: tl.constexpr):
+    """Code ``p`` (0..15) of each 64-bit word as fp32, times 2^-6 (plain Triton; what the PTX computes)."""
+    c = ((w >> (4 * p)) & 15).to(tl.int16)
+    bits = ((c & 8) << 12) | ((c & 7) << 9)
+    return bits.to(tl.float16, bitcast=True).to(tl.float32) * 256.0
+
+
+@triton.jit
+def _decode16(w, ASM: tl.constexpr):
+    """The 16 codes of each 64-bit word (one scale group) as 16 fp32 tensors, each the code's value x 2^-6."""
+    if ASM:
+        return tl.inline_asm_elementwise(
+            _DECODE16_PTX, _DECODE16_CONSTRAINTS, [w], dtype=(tl.float32,) * 16, is_pure=True, pack=1
+        )
+    else:
+        return (_code(w, 0), _code(w, 1), _code(w, 2), _code(w, 3), _code(w, 4), _code(w, 5), _code(w, 6), _code(w, 7),
+                _code(w, 8), _code(w, 9), _code(w, 10), _code(w, 11), _code(w, 12), _code(w, 13), _code(w, 14), _code(w, 15))
+
+
+@triton.jit
+def _scaled_codes_f16(w, scale_f16, ASM: tl.constexpr):
+    """The 16 codes of each word times its fp16 block scale and 2^-6, as 16 fp16 tensors (exact)."""
+    if ASM:
+        return tl.inline_asm_elementwise(
+            _DECODE_PAIRS_PTX, _DECODE_PAIRS_CONSTRAINTS, [w, scale_f16], dtype=(tl.float16,) * 16, is_pure=True, pack=2
+        )
+    else:
+        s = scale_f16.to(tl.float32)
+        return ((_code(w, 0) * s).to(tl.float16), (_code(w, 1) * s).to(tl.float16), (_code(w, 2) * s).to(tl.float16),
+                (_code(w, 3) * s).to(tl.float16), (_code(w, 4) * s).to(tl.float16), (_code(w, 5) * s).to(tl.float16),
+                (_code(w, 6) * s).to(tl.float16), (_code(w, 7) * s).to(tl.float16), (_code(w, 8) * s).to(tl.float16),
+                (_code(w, 9) * s).to(tl.float16), (_code(w, 10) * s).to(tl.float16), (_code(w, 11) * s).to(tl.float16),
+                (_code(w, 12) * s).to(tl.float16), (_code(w, 13) * s).to(tl.float16), (_code(w, 14) * s).to(tl.float16),
+                (_code(w, 15) * s).to(tl.float16))
+
+
+@triton.jit
+def _interleave16(d, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr):
+    """16 [BLOCK_N, BLOCK_G] tensors (code p of each group) -> [BLOCK_N, 16 BLOCK_G], code p of group g at 16 g + p."""
+    q0 = tl.join(d[0], d[8])
+    q1 = tl.join(d[1], d[9])
+    q2 = tl.join(d[2], d[10])
+    q3 = tl.join(d[3], d[11])
+    q4 = tl.join(d[4], d[12])
+    q5 = tl.join(d[5], d[13])
+    q6 = tl.join(d[6], d[14])
+    q7 = tl.join(d[7], d[15])
+    r0 = tl.join(q0, q4)
+    r1 = tl.join(q1, q5)
+    r2 = tl.join(q2, q6)
+    r3 = tl.join(q3, q7)
+    return tl.reshape(tl.join(tl.join(r0, r2), tl.join(r1, r3)), (BLOCK_N, BLOCK_G * 16))
+
+
+@triton.jit
+def _mma_gemv_kernel(
+    X, W, S, G, B, Y, P, IDS,
+    M, N, K, KG, G_PER_SPLIT, TOPK, E,
+    stride_xm, stride_ym, stride_we, stride_wn, stride_se, stride_sn,
+    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, SPLIT_K: tl.constexpr, PREFETCH: tl.constexpr,
+    MOE: tl.constexpr, HAS_BIAS: tl.constexpr, RECIPROCAL: tl.constexpr, ASM: tl.constexpr,
+):
+    """y[m] = x[m] @ dequant(W).T for up to 16 rows on tensor cores: the packed tile is decoded to fp16 in
+    registers (code x block scale x 2^-6, exact) and is the MMA's A operand; x^T (x 2^-4 in fp16, its rows
+    padded to 16) is B; fp32 accumulation. MOE: one routed (token, expert) pair per program row."""
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    offs_r = tl.arange(0, 16)
+    if MOE:
+        expert = tl.load(IDS + pid_m).to(tl.int64)
+        if (expert < 0) | (expert >= E):
+            return
+        W += expert * stride_we
+        S += expert * stride_se
+        G += expert
+        x_rows = X + (pid_m // TOPK).to(tl.int64) * stride_xm + offs_r * 0
+        out_rows = pid_m + offs_r * 0
+        r_mask = offs_r == 0
+    else:
+        out_rows = pid_m * 16 + offs_r
+        r_mask = out_rows < M
+        x_rows = X + out_rows.to(tl.int64) * stride_xm
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < N
+    w_rows = W + offs_n.to(tl.int64)[:, None] * stride_wn
+    s_rows = S + offs_n.to(tl.int64)[:, None] * stride_sn
+    g_begin = pid_k * G_PER_SPLIT
+    g_end = tl.minimum(g_begin + G_PER_SPLIT, KG)
+    acc = tl.zeros((BLOCK_N, 16), dtype=tl.float32)
+    if PREFETCH:
+        offs_g = g_begin + tl.arange(0, BLOCK_G)
+        mask = n_mask[:, None] & (offs_g < g_end)[None, :]
+        w_next = tl.load(w_rows + offs_g[None, :], mask=mask, other=0)
+        s_next = tl.load(s_rows + offs_g[None, :], mask=mask, other=0)
+    for g0 in range(g_begin, g_end, BLOCK_G):
+        offs_g = g0 + tl.arange(0, BLOCK_G)
+        if PREFETCH:  # this step's tiles were loaded last step; the next step's are in flight meanwhile
+            w = w_next
+            s = s_next
+            mask = n_mask[:, None] & (offs_g + BLOCK_G < g_end)[None, :]
+            w_next = tl.load(w_rows + (offs_g + BLOCK_G)[None, :], mask=mask, other=0)
+            s_next = tl.load(s_rows + (offs_g + BLOCK_G)[None, :], mask=mask, other=0)
+        else:
+            mask = n_mask[:, None] & (offs_g < g_end)[None, :]
+            w = tl.load(w_rows + offs_g[None, :], mask=mask, other=0)
+            s = tl.load(s_rows + offs_g[None, :], mask=mask, other=0)
+        s = s.to(tl.float8e4nv, bitcast=True).to(tl.float16)
+        a = _interleave16(_scaled_codes_f16(w, s, ASM), BLOCK_N, BLOCK_G)
+        k = g0 * 16 + tl.arange(0, BLOCK_G * 16)
+        xr = tl.load(x_rows[:, None] + k[None, :], mask=r_mask[:, None] & (k < K)[None, :], other=0.0)
+        b = tl.trans((xr.to(tl.float32) * 0.0625).to(tl.float16))
+        acc = tl.dot(a, b, acc)
+    acc = acc * 1024.0  # the decode's 2^-6 and the input's 2^-4
+    mask = n_mask[:, None] & r_mask[None, :]
+    if SPLIT_K == 1:
+        out = acc * _global_scale(G, RECIPROCAL)
+        if HAS_BIAS:
+            out += tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)[:, None]
+        tl.store(Y + out_rows.to(tl.int64)[None, :] * stride_ym + offs_n[:, None], out.to(Y.dtype.element_ty), mask=mask)
+    else:
+        tl.store(P + (pid_k * M + out_rows).to(tl.int64)[None, :] * N + offs_n[:, None], acc, mask=mask)
+
+
+@triton.jit
+def _split16(x):
+    """[R, 16] -> the 16 columns as [R] tensors, in order."""
+    R: tl.constexpr = x.shape[0]
+    x = tl.reshape(x, (R, 2, 2, 2, 2))
+    a, b = tl.split(x)
+    a0, a1 = tl.split(a)
+    b0, b1 = tl.split(b)
+    a00, a01 = tl.split(a0)
+    a10, a11 = tl.split(a1)
+    b00, b01 = tl.split(b0)
+    b10, b11 = tl.split(b1)
+    p0, p8 = tl.split(a00)
+    p4, p12 = tl.split(a01)
+    p2, p10 = tl.split(a10)
+    p6, p14 = tl.split(a11)
+    p1, p9 = tl.split(b00)
+    p5, p13 = tl.split(b01)
+    p3, p11 = tl.split(b10)
+    p7, p15 = tl.split(b11)
+    return p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12, p13, p14, p15
+
+
+@triton.jit
+def _group_dot(d, x_row, offs_g, k_limit):
+    """Per (weight row, group): sum over the group's 16 inputs of code x input, in fp32 (inputs at or past
+    ``k_limit`` read as 0: K's padding, and rows past M with a limit of 0)."""
+    k = offs_g[:, None] * 16 + tl.arange(0, 16)[None, :]
+    xg = tl.load(x_row + k, mask=k < k_limit, other=0.0).to(tl.float32)
+    x = _split16(xg)
+    t = d[0] * x[0][None, :]
+    for p in tl.static_range(1, 16):
+        t += d[p] * x[p][None, :]
+    return t
+
+
+@triton.jit
+def _gemv_kernel(
+    X, W, S, G, B, Y, P, IDS,
+    M, N, K, KG, G_PER_SPLIT, TOPK, E,
+    stride_xm, stride_ym, stride_we, stride_wn, stride_se, stride_sn,
+    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, SPLIT_K: tl.constexpr, PREFETCH: tl.constexpr,
+    MOE: tl.constexpr, HAS_BIAS: tl.constexpr, RECIPROCAL: tl.constexpr, ASM: tl.constexpr,
+):
+    """y[m] = x[m] @ dequant(W).T, one row per program row (dense), or one routed (token, expert) pair (MOE).
+
+    W is the packed weight viewed as int64 words, (E,) N x KG with KG = ceil(K/16): one word per scale group.
+    Each program streams BLOCK_N weight rows over its K range once, PREFETCH steps of words and scales ahead
+    in registers while the current step computes."""
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    if MOE:
+        expert = tl.load(IDS + pid_m).to(tl.int64)
+        if (expert < 0) | (expert >= E):
+            return
+        W += expert * stride_we
+        S += expert * stride_se
+        G += expert
+        x_row = X + (pid_m // TOPK).to(tl.int64) * stride_xm
+    else:
+        x_row = X + pid_m.to(tl.int64) * stride_xm
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < N
+    w_rows = W + offs_n.to(tl.int64)[:, None] * stride_wn
+    s_rows = S + offs_n.to(tl.int64)[:, None] * stride_sn
+    g_begin = pid_k * G_PER_SPLIT
+    g_end = tl.minimum(g_begin + G_PER_SPLIT, KG)
+    acc = tl.zeros((BLOCK_N, BLOCK_G), dtype=tl.float32)
+    offs_g = g_begin + tl.arange(0, BLOCK_G)
+    mask = n_mask[:, None] & (offs_g < g_end)[None, :]
+    w_next = tl.load(w_rows + offs_g[None, :], mask=mask, other=0)
+    s_next = tl.load(s_rows + offs_g[None, :], mask=mask, other=0)
+    if PREFETCH > 1:
+        mask = n_mask[:, None] & (offs_g + BLOCK_G < g_end)[None, :]
+        w_after = tl.load(w_rows + (offs_g + BLOCK_G)[None, :], mask=mask, other=0)
+        s_after = tl.load(s_rows + (offs_g + BLOCK_G)[None, :], mask=mask, other=0)
+    for g0 in range(g_begin, g_end, BLOCK_G):
+        offs_g = g0 + tl.arange(0, BLOCK_G)
+        w = w_next
+        s = s_next.to(tl.float8e4nv, bitcast=True).to(tl.float32)
+        ahead = offs_g + PREFETCH * BLOCK_G
+        mask = n_mask[:, None] & (ahead < g_end)[None, :]
+        if PREFETCH > 1:
+            w_next = w_after
+            s_next = s_after
+            w_after = tl.load(w_rows + ahead[None, :], mask=mask, other=0)
+            s_after = tl.load(s_rows + ahead[None, :], mask=mask, other=0)
+        else:
+            w_next = tl.load(w_rows + ahead[None, :], mask=mask, other=0)
+            s_next = tl.load(s_rows + ahead[None, :], mask=mask, other=0)
+        acc += _group_dot(_decode16(w, ASM), x_row, offs_g, K) * s
+    total = tl.sum(acc, axis=1)
+    if SPLIT_K == 1:
+        out = total * (_global_scale(G, RECIPROCAL) * 64.0)
+        if HAS_BIAS:
+            out += tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+        tl.store(Y + pid_m.to(tl.int64) * stride_ym + offs_n, out.to(Y.dtype.element_ty), mask=n_mask)
+    else:  # partials carry the decode's 2^-6 undone; the reduce applies the per-tensor scale and the bias
+        tl.store(P + (pid_k * M + pid_m).to(tl.int64) * N + offs_n, total * 64.0, mask=n_mask)
+
+
+@triton.jit
+def _dequant16_kernel(
+    W, S, G, OUT, N, K, KG, stride_wn, stride_sn, stride_on,
+    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, RECIPROCAL: tl.constexpr, ASM: tl.constexpr,
+):
+    """OUT[n, k] = code x scale x global, written 16 contiguous values per group (vectorised stores)."""
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_g = tl.program_id(1) * BLOCK_G + tl.arange(0, BLOCK_G)
+    n_mask = offs_n < N
+    mask = n_mask[:, None] & (offs_g < KG)[None, :]
+    w = tl.load(W + offs_n.to(tl.int64)[:, None] * stride_wn + offs_g[None, :], mask=mask, other=0)
+    s = tl.load(S + offs_n.to(tl.int64)[:, None] * stride_sn + offs_g[None, :], mask=mask, other=0)
+    scale = s.to(tl.float8e4nv, bitcast=True).to(tl.float32) * (_global_scale(G, RECIPROCAL) * 64.0)
+    d = _decode16(w, ASM)
+    # join in the order that makes the reshape put code p of group g at column 16 g + p
+    q0 = tl.join(d[0] * scale, d[8] * scale)
+    q1 = tl.join(d[1] * scale, d[9] * scale)
+    q2 = tl.join(d[2] * scale, d[10] * scale)
+    q3 = tl.join(d[3] * scale, d[11] * scale)
+    q4 = tl.join(d[4] * scale, d[12] * scale)
+    q5 = tl.join(d[5] * scale, d[13] * scale)
+    q6 = tl.join(d[6] * scale, d[14] * scale)
+    q7 = tl.join(d[7] * scale, d[15] * scale)
+    r0 = tl.join(q0, q4)
+    r1 = tl.join(q1, q5)
+    r2 = tl.join(q2, q6)
+    r3 = tl.join(q3, q7)
+    u0 = tl.join(r0, r2)
+    u1 = tl.join(r1, r3)
+    tile = tl.reshape(tl.join(u0, u1), (BLOCK_N, BLOCK_G * 16))
+    cols = tl.program_id(1) * BLOCK_G * 16 + tl.arange(0, BLOCK_G * 16)
+    out = OUT + offs_n.to(tl.int64)[:, None] * stride_on + cols[None, :]
+    tl.store(out, tile.to(OUT.dtype.element_ty), mask=n_mask[:, None] & (cols < K)[None, :])
 
 
 # -- launchers (arguments already validated by hybridload.kernels.w4a16) ---------------------------------
+
+
+def _reduce_partials(partials: torch.Tensor, gscale: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor,
+                     reciprocal: bool) -> None:
+    """out = sum of the (SPLIT_K, M, N) fp32 partials x per-tensor scale + bias (a second launch, fixed order)."""
+    split_k, m, n = partials.shape
+    block = 1024
+    with device_guard(out):
+        _splitk_reduce_kernel[(triton.cdiv(m * n, block),)](
+            partials, gscale, bias if bias is not None else out, out, m, n, out.stride(0),
+            SPLIT_K=split_k, BLOCK=block, HAS_BIAS=bias is not None, RECIPROCAL=reciprocal, num_warps=4,
+        )
 
 
 def _dot_dtype(dtype: torch.dtype) -> tuple[object, bool]:
@@ -219,11 +585,7 @@ def gemm(
             num_warps=config["num_warps"], num_stages=config["num_stages"],
         )
         if split_k > 1:
-            block = 1024
-            _splitk_reduce_kernel[(triton.cdiv(m * n, block),)](
-                partials, gscale, bias if bias is not None else out, out, m, n, out.stride(0),
-                SPLIT_K=split_k, BLOCK=block, HAS_BIAS=bias is not None, RECIPROCAL=reciprocal, num_warps=4,
-            )
+            _reduce_partials(partials, gscale, bias, out, reciprocal)
     return out
 
 
@@ -247,15 +609,97 @@ def moe(
     return out
 
 
-def dequantize(
-    weight: torch.Tensor, scale_u8: torch.Tensor, gscale: torch.Tensor, out: torch.Tensor, k: int, reciprocal: bool
+@functools.lru_cache(maxsize=None)
+def _has_e4m3_cvt(index: int) -> bool:
+    """``cvt.rn.f16x2.e4m3x2`` exists from sm_89 (Ada, Hopper) on; older GPUs take the plain-Triton decode."""
+    return torch.cuda.get_device_capability(index) >= (8, 9)
+
+
+def _asm(device: torch.device) -> bool:
+    if device.type != "cuda":  # Triton's CPU interpreter runs no PTX
+        return False
+    return _has_e4m3_cvt(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def _launch_decode(
+    kernel, rows_per_program: int, x2: torch.Tensor, w64: torch.Tensor, scale_u8: torch.Tensor, gscale: torch.Tensor,
+    bias: torch.Tensor | None, out: torch.Tensor, k: int, reciprocal: bool, config: dict,
+    topk_ids: torch.Tensor | None, topk: int, prefetch: int, stages: int,
 ) -> torch.Tensor:
+    """One launch of a word-decoding kernel (dense rows or routed pairs), plus the split-K reduce when K is split."""
+    moe = topk_ids is not None
+    n, kg = w64.shape[-2], w64.shape[-1]
+    m = out.shape[0]
+    block_n, block_g = config["BLOCK_N"], config["BLOCK_G"]
+    split_k = 1 if moe else max(1, min(config["SPLIT_K"], triton.cdiv(kg, block_g)))
+    g_per_split = triton.cdiv(triton.cdiv(kg, split_k), block_g) * block_g
+    split_k = triton.cdiv(kg, g_per_split)
+    partials = torch.empty((split_k, m, n), dtype=torch.float32, device=x2.device) if split_k > 1 else out
+    experts = w64.shape[0] if moe else 1
+    grid = (m if moe else triton.cdiv(m, rows_per_program), triton.cdiv(n, block_n), split_k)
+    with device_guard(x2):
+        kernel[grid](
+            x2, w64, scale_u8, gscale, bias if bias is not None else out, out, partials,
+            topk_ids if moe else gscale,
+            m, n, k, kg, g_per_split, topk, experts,
+            x2.stride(0), out.stride(0), w64.stride(0) if moe else 0, w64.stride(-2),
+            scale_u8.stride(0) if moe else 0, scale_u8.stride(-2),
+            BLOCK_N=block_n, BLOCK_G=block_g, SPLIT_K=split_k, PREFETCH=prefetch, MOE=moe,
+            HAS_BIAS=bias is not None, RECIPROCAL=reciprocal, ASM=_asm(x2.device),
+            num_warps=config["num_warps"], num_stages=stages,
+        )
+        if split_k > 1:
+            _reduce_partials(partials, gscale, bias, out, reciprocal)
+    return out
+
+
+def gemv(
+    x2: torch.Tensor, w64: torch.Tensor, scale_u8: torch.Tensor, gscale: torch.Tensor, bias: torch.Tensor | None,
+    out: torch.Tensor, k: int, reciprocal: bool, config: dict,
+    topk_ids: torch.Tensor | None = None, topk: int = 1,
+) -> torch.Tensor:
+    """Decode GEMV: ``out`` rows = x rows @ dequant(W).T (each row streams the weight: meant for one), or with
+    ``topk_ids`` one row per routed (token, expert) pair. ``w64``: (E,) N x KG int64 words; ``config``:
+    BLOCK_N, BLOCK_G, SPLIT_K, num_warps, PREFETCH (steps loaded ahead, 1 or 2)."""
+    return _launch_decode(_gemv_kernel, 1, x2, w64, scale_u8, gscale, bias, out, k, reciprocal, config,
+                          topk_ids, topk, config.get("PREFETCH", 1), 1)
+
+
+def mma_gemv(
+    x2: torch.Tensor, w64: torch.Tensor, scale_u8: torch.Tensor, gscale: torch.Tensor, bias: torch.Tensor | None,
+    out: torch.Tensor, k: int, reciprocal: bool, config: dict,
+    topk_ids: torch.Tensor | None = None, topk: int = 1,
+) -> torch.Tensor:
+    """Tensor-core decode GEMM: ``out`` rows = x rows (16 a program) @ dequant(W).T, or one row per routed pair.
+    ``config``: BLOCK_N, BLOCK_G, SPLIT_K, num_warps, num_stages, PREFETCH (0 or 1)."""
+    return _launch_decode(_mma_gemv_kernel, 16, x2, w64, scale_u8, gscale, bias, out, k, reciprocal, config,
+                          topk_ids, topk, config.get("PREFETCH", 0), config["num_stages"])
+
+
+def dequantize(
+    weight: torch.Tensor, scale_u8: torch.Tensor, gscale: torch.Tensor, out: torch.Tensor, k: int, reciprocal: bool,
+    w64: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The whole weight into ``out``; from its int64 words ``w64`` when given (vectorised), else byte-wise."""
     n, kh = weight.shape
-    block_n, block_k = 32, 256
-    grid = (triton.cdiv(n, block_n), triton.cdiv(2 * kh, block_k))
     with device_guard(weight):
-        _dequant_kernel[grid](
-            weight, scale_u8, gscale, out, n, k, kh, weight.stride(0), scale_u8.stride(0), out.stride(0),
-            BLOCK_N=block_n, BLOCK_K=block_k, RECIPROCAL=reciprocal, num_warps=4,
+        if w64 is None:  # storage not 16-byte aligned: the byte-wise kernel
+            block_n, block_k = 32, 256
+            grid = (triton.cdiv(n, block_n), triton.cdiv(2 * kh, block_k))
+            _dequant_kernel[grid](
+                weight, scale_u8, gscale, out, n, k, kh, weight.stride(0), scale_u8.stride(0), out.stride(0),
+                BLOCK_N=block_n, BLOCK_K=block_k, RECIPROCAL=reciprocal, num_warps=4,
+            )
+            return out
+        kg = w64.shape[1]
+        block_n, block_g = DEQUANT_BLOCK
+        grid = (triton.cdiv(n, block_n), triton.cdiv(kg, block_g))
+        _dequant16_kernel[grid](
+            w64, scale_u8, gscale, out, n, k, kg, w64.stride(0), scale_u8.stride(0), out.stride(0),
+            BLOCK_N=block_n, BLOCK_G=block_g, RECIPROCAL=reciprocal, ASM=_asm(weight.device), num_warps=4,
         )
     return out
+
+
+#: (BLOCK_N, BLOCK_G) of the dequantize kernel
+DEQUANT_BLOCK = (16, 16)

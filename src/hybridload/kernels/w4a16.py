@@ -1,14 +1,19 @@
 """W4A16 NVFP4 linear and grouped-MoE kernels for GPUs without FP4 tensor cores (Hopper: H100, H200).
 
 The weights stay packed (NVIDIA Model Optimizer layout: uint8 codes, float8_e4m3fn scale per 16 inputs,
-float32 per-tensor scale); activations stay bf16/fp16 (fp32 is accepted and computed exactly, slowly).
+float32 per-tensor scale); activations stay bf16/fp16 (fp32 is accepted and computed in fp32, slowly).
 
-* :func:`w4a16_linear` -- ``y = x @ W.T + bias``. M <= ``GEMM_MAX_M`` rows run the skinny Triton GEMM that
-  dequantizes each weight tile in registers (decode, short prefills); longer inputs dequantize the weight
-  into a transient bf16 buffer with a bandwidth-bound Triton kernel and hand it to cuBLAS.
+* :func:`w4a16_linear` -- ``y = x @ W.T + bias``. One row (decode) runs the GEMV kernel: each weight row is
+  streamed once and decoded a scale group (one 64-bit word) at a time into CUDA-core FMAs. Up to
+  ``MMA_MAX_M`` rows run the tensor-core decode GEMM: the same stream of packed words, decoded to fp16 tiles
+  that are the A operand of the MMA, so 16 rows cost what one does. Longer inputs dequantize the weight
+  into a transient buffer with a bandwidth-bound Triton kernel (at copy bandwidth on an H100) and hand it to
+  cuBLAS. A packed weight whose storage is not 16-byte aligned (a view at an odd offset) takes byte-wise
+  kernels: the skinny tensor-core GEMM up to ``GEMM_MAX_M`` rows.
 * :func:`w4a16_moe` -- grouped MoE projection for routed tokens: ``out[t, j] = x[t] @ W[topk_ids[t, j]].T``.
   Expert ids are read on the device, so only the active experts' bytes are read and the launch has no
-  host sync: the call can be captured in a CUDA graph.
+  host sync: the call can be captured in a CUDA graph. Decode steps (few pairs) run the GEMV kernel, one
+  program row per (token, expert) pair.
 
 Every function checks its whole contract before any launch (shapes of every companion tensor, dtypes,
 contiguity, one device, a one-element tensor as per-tensor scale) and raises
@@ -26,13 +31,27 @@ from . import _validate as check
 
 GROUP = 16
 ACT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
-#: inputs with more rows than this take dequantize-to-bf16 + cuBLAS (measured crossover on an H100)
+#: inputs with at most this many rows run the GEMV kernel (one weight pass, CUDA-core FMAs)
+GEMV_MAX_M = 1
+#: inputs with at most this many rows run the tensor-core decode GEMM; more take dequantize + cuBLAS
+MMA_MAX_M = 16
+#: with a weight not 16-byte aligned, inputs up to this many rows run the byte-wise tensor-core GEMM
 GEMM_MAX_M = 64
 #: grouped MoE calls with at most this many (token, expert) pairs give each pair its own tile (no sort)
 MOE_PER_PAIR_MAX = 64
+#: grouped MoE calls with at most this many pairs run the GEMV kernel (each pair streams its expert once)
+MOE_GEMV_MAX_PAIRS = 32
 MOE_BLOCK_M = 16
 
-__all__ = ["w4a16_linear", "w4a16_moe", "nvfp4_dequantize", "GEMM_MAX_M"]
+__all__ = ["w4a16_linear", "w4a16_moe", "nvfp4_dequantize", "GEMM_MAX_M", "GEMV_MAX_M", "MMA_MAX_M"]
+
+
+def packed_words(weight: torch.Tensor) -> torch.Tensor | None:
+    """The packed weight as int64 words, one per 16-input scale group (what the decode kernels read), or None
+    when its storage is not 16-byte aligned (a view at an odd offset): those weights take the byte-wise kernels."""
+    if weight.data_ptr() % 16 or weight.shape[-1] % 8:
+        return None
+    return weight.view(torch.int64)
 
 
 def _check_packed(fn: str, weight: torch.Tensor, weight_scale: torch.Tensor, lead: tuple[int, ...], k: int) -> None:
@@ -124,6 +143,38 @@ def _gemm_config(m: int, n: int, kp: int, device: torch.device) -> dict:
     return {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "SPLIT_K": split_k, "num_warps": 4, "num_stages": 4}
 
 
+def _gemv_config(m: int, n: int, kg: int, device: torch.device) -> dict:
+    """GEMV tiles: BLOCK_N weight rows x BLOCK_G groups (16 inputs each) a step; split-K when N alone gives
+    fewer than GEMV_PROGRAMS_PER_SM programs per SM."""
+    block_n, block_g = GEMV_BLOCK
+    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" else 4
+    programs = -(-n // block_n)
+    split_k = max(1, min(-(-GEMV_PROGRAMS_PER_SM * sms // programs), kg // (block_g * GEMV_MIN_STEPS), 16))
+    return {"BLOCK_N": block_n, "BLOCK_G": block_g, "SPLIT_K": split_k, "num_warps": GEMV_WARPS, "PREFETCH": GEMV_PREFETCH}
+
+
+#: GEMV tiles chosen by the M = 1 sweep on an H100 (benchmarks/w4a16.py --gemv-sweep): 16 rows x 16 groups
+#: a step, 4 warps, two steps prefetched; split-K up to about four programs per SM, each split at least two steps
+GEMV_BLOCK = (16, 16)
+GEMV_WARPS = 4
+GEMV_PREFETCH = 2
+GEMV_PROGRAMS_PER_SM = 4
+GEMV_MIN_STEPS = 2
+
+
+def _mma_config(kg: int) -> dict:
+    """Tensor-core decode GEMM tiles: 64 rows x 8 groups a step, one warpgroup; K split in MMA_SPLIT_K parts, each
+    at least two steps (on an H100 within 5% of the best split on every decode shape: w4a16-decode-kernels-h100.json)."""
+    block_n, block_g = MMA_BLOCK
+    split_k = max(1, min(MMA_SPLIT_K, kg // (block_g * 2)))
+    return {"BLOCK_N": block_n, "BLOCK_G": block_g, "SPLIT_K": split_k, "num_warps": 4, "num_stages": 1, "PREFETCH": MMA_PREFETCH}
+
+
+MMA_BLOCK = (64, 8)
+MMA_SPLIT_K = 8
+MMA_PREFETCH = 0
+
+
 def _moe_config(n: int, kp: int) -> dict:
     block_k = _block_k(kp)
     return {"BLOCK_M": MOE_BLOCK_M, "BLOCK_N": 32, "BLOCK_K": block_k, "num_warps": 4, "num_stages": 4}
@@ -166,14 +217,20 @@ def w4a16_linear(
         launcher = _runtime.load_launcher("_w4a16_triton")
         scale_u8 = weight_scale.view(torch.uint8)
         m = x2.shape[0]
-        if m > GEMM_MAX_M:
-            dense = torch.empty((n, k), dtype=x.dtype, device=x.device)
-            launcher.dequantize(weight, scale_u8, global_scale, dense, k, reciprocal_global)
-            return torch.nn.functional.linear(x2, dense, bias).view(out_shape)
-        out = torch.empty((m, n), dtype=x.dtype, device=x.device)
-        config = _gemm_config(m, n, weight.shape[1] * 2, x.device)
-        launcher.gemm(x2, weight, scale_u8, global_scale, bias, out, k, reciprocal_global, config)
-        return out.view(out_shape)
+        w64 = packed_words(weight)
+        if m <= (MMA_MAX_M if w64 is not None else GEMM_MAX_M):
+            out = torch.empty((m, n), dtype=x.dtype, device=x.device)
+            if w64 is None:  # storage not 16-byte aligned: the byte-wise tensor-core kernel
+                config = _gemm_config(m, n, weight.shape[1] * 2, x.device)
+                launcher.gemm(x2, weight, scale_u8, global_scale, bias, out, k, reciprocal_global, config)
+            elif m <= GEMV_MAX_M or x.dtype == torch.float32:  # fp32 inputs stay fp32 (the MMA takes fp16)
+                launcher.gemv(x2, w64, scale_u8, global_scale, bias, out, k, reciprocal_global, _gemv_config(m, n, w64.shape[1], x.device))
+            else:
+                launcher.mma_gemv(x2, w64, scale_u8, global_scale, bias, out, k, reciprocal_global, _mma_config(w64.shape[1]))
+            return out.view(out_shape)
+        dense = torch.empty((n, k), dtype=x.dtype, device=x.device)
+        launcher.dequantize(weight, scale_u8, global_scale, dense, k, reciprocal_global, w64)
+        return torch.nn.functional.linear(x2, dense, bias).view(out_shape)
 
     return _forward_only.run(fn, launch, (x, bias))
 
@@ -200,7 +257,8 @@ def nvfp4_dequantize(
     if weight.device.type == "meta":
         return out
     launcher = _runtime.load_launcher("_w4a16_triton")
-    return launcher.dequantize(weight, weight_scale.view(torch.uint8), global_scale, out, in_features, reciprocal_global)
+    return launcher.dequantize(weight, weight_scale.view(torch.uint8), global_scale, out, in_features, reciprocal_global,
+                               packed_words(weight))
 
 
 def _sorted_tiles(ids: torch.Tensor, num_experts: int, block_m: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -265,6 +323,13 @@ def w4a16_moe(
     def launch() -> torch.Tensor:
         launcher = _runtime.load_launcher("_w4a16_triton")
         out = torch.empty((t * topk, n), dtype=x.dtype, device=x.device)
+        w64 = packed_words(weight) if t * topk <= MOE_GEMV_MAX_PAIRS else None
+        if w64 is not None:
+            block_n, block_g = GEMV_BLOCK
+            config = {"BLOCK_N": block_n, "BLOCK_G": block_g, "SPLIT_K": 1, "num_warps": GEMV_WARPS, "PREFETCH": GEMV_PREFETCH}
+            launcher.gemv(x, w64, weight_scale.view(torch.uint8), global_scale, None, out, k, reciprocal_global, config,
+                          topk_ids=topk_ids.reshape(-1), topk=topk)
+            return out.view(t, topk, n)
         config = _moe_config(n, weight.shape[2] * 2)
         if t * topk <= MOE_PER_PAIR_MAX:
             tile_expert, row_map = topk_ids.reshape(-1), None

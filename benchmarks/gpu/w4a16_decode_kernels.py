@@ -1,0 +1,127 @@
+"""The two W4A16 decode kernels side by side on one GPU: the CUDA-core GEMV (``gemv``) and the tensor-core
+decode GEMM (``mma_gemv``), over their tile grids, for M = 1, 4, 16 at the decode shapes and for the MoE decode
+step; bf16 cuBLAS in the same run. GPU time per call in a CUDA graph that streams every weight from HBM.
+
+    PYTHONPATH=src python benchmarks/gpu/w4a16_decode_kernels.py --out FILE.json
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from w4a16 import DECODE_SHAPES, L2_ROTATE_BYTES, copy_bandwidth, environment, graph_time_us, packed  # noqa: E402
+
+from hybridload.kernels import w4a16 as kw  # noqa: E402
+from hybridload.kernels._runtime import load_launcher  # noqa: E402
+from hybridload.quant.numerics import dequantize_nvfp4  # noqa: E402
+
+GEMV = [dict(BLOCK_N=16, BLOCK_G=16, num_warps=4, PREFETCH=2), dict(BLOCK_N=32, BLOCK_G=16, num_warps=4, PREFETCH=2)]
+MMA = [dict(BLOCK_N=64, BLOCK_G=8, num_warps=4, num_stages=1), dict(BLOCK_N=64, BLOCK_G=8, num_warps=4, num_stages=3),
+       dict(BLOCK_N=64, BLOCK_G=16, num_warps=4, num_stages=3), dict(BLOCK_N=128, BLOCK_G=8, num_warps=8, num_stages=3),
+       dict(BLOCK_N=64, BLOCK_G=8, num_warps=4, num_stages=1, PREFETCH=1), dict(BLOCK_N=64, BLOCK_G=16, num_warps=4, num_stages=1, PREFETCH=1),
+       dict(BLOCK_N=128, BLOCK_G=8, num_warps=8, num_stages=1, PREFETCH=1)]
+SPLITS = (1, 2, 4, 8, 16)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--ms", default="1,4,16", help="row counts, comma-separated")
+    parser.add_argument("--kernels", default="gemv,mma_gemv")
+    parser.add_argument("--splits", default=",".join(map(str, SPLITS)))
+    parser.add_argument("--no-moe", action="store_true")
+    args = parser.parse_args()
+    ms = [int(v) for v in args.ms.split(",")]
+    splits = [int(v) for v in args.splits.split(",")]
+    launcher = load_launcher("_w4a16_triton")
+    bw = copy_bandwidth()
+    result = {"environment": environment(), "copy_bandwidth_gbps": bw / 1e9, "linear": [], "moe": []}
+    for (n, k), m in itertools.product(DECODE_SHAPES, ms):
+        packed_bytes = n * (k // 2) + n * (k // 16) + 4
+        copies = max(2, min(64, -(-L2_ROTATE_BYTES // packed_bytes)))
+        q = [packed(n, k, i) for i in range(copies)]
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+        ref = F.linear(x.float(), dequantize_nvfp4(*q[0]))
+        dense = [dequantize_nvfp4(*q[i], dtype=torch.bfloat16) for i in range(max(2, min(64, -(-L2_ROTATE_BYTES // (n * k * 2)))))]
+        bf16 = graph_time_us(lambda i: (lambda: F.linear(x, dense[i])), len(dense))
+        del dense
+        kernels = [("mma_gemv", c) for c in MMA] + ([("gemv", c) for c in GEMV] if m <= 4 else [])
+        kernels = [(name, c) for name, c in kernels if name in args.kernels.split(",")]
+        for (name, base), split in itertools.product(kernels, splits):
+            config = {**base, "SPLIT_K": split}
+            fn = getattr(launcher, name)
+
+            def call(i, fn=fn, config=config):
+                p, s, g = q[i]
+                w64, su8 = kw.packed_words(p), s.view(torch.uint8)
+                return lambda: fn(x, w64, su8, g, None, out, k, False, config)
+
+            try:
+                call(0)()
+                rel = float((out.float() - ref).norm() / ref.norm())
+                us = graph_time_us(call, copies)
+                row = {"kernel": name, "M": m, "N": n, "K": k, "config": config, "graph_us": us, "bf16_graph_us": bf16,
+                       "speedup_vs_bf16": bf16 / us, "packed_bw_fraction_of_copy": packed_bytes / (us * 1e-6) / bw,
+                       "rel_l2_error_vs_dequantized_fp32": rel}
+            except Exception as exc:  # noqa: BLE001 - a config that fails is recorded, not fatal
+                row = {"kernel": name, "M": m, "N": n, "K": k, "config": config, "error": f"{type(exc).__name__}: {exc}"[:300]}
+            result["linear"].append(row)
+        best = {}
+        for row in result["linear"]:
+            if row["M"] == m and row["N"] == n and row["K"] == k and "graph_us" in row:
+                if row["kernel"] not in best or row["graph_us"] < best[row["kernel"]]["graph_us"]:
+                    best[row["kernel"]] = row
+        for name, row in best.items():
+            print(f"M={m:<2} {n}x{k} {name:8s} {row['graph_us']:6.1f} us  x{row['speedup_vs_bf16']:.2f} bf16 ({bf16:.1f})  "
+                  f"{row['packed_bw_fraction_of_copy']:.0%} bw  rel {row['rel_l2_error_vs_dequantized_fp32']:.1e}  {row['config']}", flush=True)
+        errors = [r for r in result["linear"] if "error" in r and r["M"] == m and r["N"] == n]
+        for row in errors[:2]:
+            print("error", row["kernel"], row["config"], row["error"], flush=True)
+        del q
+        torch.cuda.empty_cache()
+    if args.no_moe:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        return
+    # MoE decode step: 128 experts, top-6, 3712 x 2688
+    experts, topk, n, k = 128, 6, 3712, 2688
+    bank = [packed(n, k, 1000 + e) for e in range(experts)]
+    W = torch.stack([b[0] for b in bank]); S = torch.stack([b[1] for b in bank]); G = torch.cat([b[2] for b in bank])  # noqa: E702
+    del bank
+    for tokens in (1, 4):
+        x = torch.randn(tokens, k, device="cuda", dtype=torch.bfloat16)
+        id_sets = [torch.stack([torch.randperm(experts, device="cuda")[:topk] for _ in range(tokens)]).to(torch.int32) for _ in range(8)]
+        out = torch.empty(tokens * topk, n, device="cuda", dtype=torch.bfloat16)
+        ids0 = id_sets[0].cpu().tolist()
+        ref = torch.stack([F.linear(x[t].float(), dequantize_nvfp4(W[e], S[e], G[e])) for t in range(tokens) for e in ids0[t]])
+        w64, su8 = kw.packed_words(W), S.view(torch.uint8)
+        for name, base in [("gemv", c) for c in GEMV] + [("mma_gemv", c) for c in MMA[:4]]:
+            config = {**base, "SPLIT_K": 1}
+            fn = getattr(launcher, name)
+
+            def call(i, fn=fn, config=config):
+                return lambda: fn(x, w64, su8, G, None, out, k, False, config, topk_ids=id_sets[i].reshape(-1), topk=topk)
+
+            call(0)()
+            rel = float((out.float() - ref).norm() / ref.norm())
+            us = graph_time_us(call, 8, reps=50)
+            row = {"kernel": name, "tokens": tokens, "config": config, "graph_us": us, "rel_l2_error_vs_dequantized_fp32": rel}
+            result["moe"].append(row)
+            print(f"moe T={tokens} {name:8s} {us:6.1f} us rel {rel:.1e} {config}", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
