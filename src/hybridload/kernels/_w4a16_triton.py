@@ -37,16 +37,20 @@ from ._runtime import device_guard
 
 _TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
 
-_E4M3_HALF = """
-    shr.b32 a, {w}, 2;
-    and.b32 a, a, 0x1C1C1C1C;
-    and.b32 hi, {w}, 0x80808080;
-    or.b32 hi, hi, a;
-    shl.b32 a, {w}, 2;
-    and.b32 a, a, 0x1C1C1C1C;
-    shl.b32 b, {w}, 4;
-    and.b32 b, b, 0x80808080;
-    or.b32 lo, a, b;
+# one 32-bit word (byte j: code 2j in the low nibble, 2j + 1 in the high one) -> {lo}: e4m3 bytes of codes 0, 2, 4,
+# 6 and {hi}: of codes 1, 3, 5, 7; each e4m3 byte is the code's value times 2^-6
+_E4M3_SPLIT = """
+    shr.b32 t, {w}, 2;
+    and.b32 t, t, 0x1C1C1C1C;
+    and.b32 {hi}, {w}, 0x80808080;
+    or.b32 {hi}, {hi}, t;
+    shl.b32 t, {w}, 2;
+    and.b32 t, t, 0x1C1C1C1C;
+    shl.b32 u, {w}, 4;
+    and.b32 u, u, 0x80808080;
+    or.b32 {lo}, t, u;
+"""
+_WIDEN_TO_F32 = """
     mov.b32 {{l0, l1}}, lo;
     mov.b32 {{h0, h1}}, hi;
     cvt.rn.f16x2.e4m3x2 f0, l0;
@@ -66,27 +70,21 @@ _E4M3_HALF = """
     cvt.f32.f16 ${o5}, v6;
     cvt.f32.f16 ${o7}, v7;
 """
-# one 64-bit word (byte j: code 2j in the low nibble, 2j + 1 in the high one) -> 16 fp32 outputs, code x 2^-6
-_DECODE16_PTX = tl.constexpr(
-    "{\n .reg .b32 w0, w1, a, b, lo, hi, f0, f1, f2, f3;\n .reg .b16 l0, l1, h0, h1, v0, v1, v2, v3, v4, v5, v6, v7;\n"
-    " mov.b64 {w0, w1}, $16;\n"
-    + _E4M3_HALF.format(w="w0", **{f"o{i}": i for i in range(8)})
-    + _E4M3_HALF.format(w="w1", **{f"o{i}": i + 8 for i in range(8)})
-    + "}"
-)
+
+
+def _decode16_ptx() -> str:
+    """One 64-bit word ($16) -> 16 fp32 outputs, code p of the word times 2^-6 in output p."""
+    body = [" mov.b64 {w0, w1}, $16;"]
+    for word, base in (("w0", 0), ("w1", 8)):
+        body.append(_E4M3_SPLIT.format(w=word, lo="lo", hi="hi"))
+        body.append(_WIDEN_TO_F32.format(**{f"o{i}": base + i for i in range(8)}))
+    regs = " .reg .b32 w0, w1, t, u, lo, hi, f0, f1, f2, f3;\n .reg .b16 l0, l1, h0, h1, v0, v1, v2, v3, v4, v5, v6, v7;\n"
+    return "{\n" + regs + "\n".join(body) + "\n}"
+
+
+_DECODE16_PTX = tl.constexpr(_decode16_ptx())
 _DECODE16_CONSTRAINTS = tl.constexpr("=r," * 16 + "l")
 
-_E4M3_SPLIT = """
-    shr.b32 t, {w}, 2;
-    and.b32 t, t, 0x1C1C1C1C;
-    and.b32 {hi}, {w}, 0x80808080;
-    or.b32 {hi}, {hi}, t;
-    shl.b32 t, {w}, 2;
-    and.b32 t, t, 0x1C1C1C1C;
-    shl.b32 u, {w}, 4;
-    and.b32 u, u, 0x80808080;
-    or.b32 {lo}, t, u;
-"""
 _PAIR = """
     prmt.b32 p, {a}, {b}, {sel};
     mov.b32 {{x, y}}, p;
