@@ -158,6 +158,23 @@ def _weight_tile(W, S, offs_n, n_mask, k0, KH, stride_wn, stride_sn, BLOCK_N: tl
 
 
 @triton.jit
+def _bytewise_step(W, S, x_rows, row_mask, offs_n, n_mask, offs_h, k0, KH, K, stride_wn, stride_sn, acc,
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_DTYPE: tl.constexpr, IEEE: tl.constexpr):
+    """acc + x[:, k0 : k0 + BLOCK_K] @ W-tile.T: the low / high nibble tiles dotted with the even / odd inputs."""
+    low, high = _weight_tile(W, S, offs_n, n_mask, k0, KH, stride_wn, stride_sn, BLOCK_N, BLOCK_K, DOT_DTYPE)
+    k_even = k0 + 2 * offs_h
+    xe = tl.load(x_rows + k_even[None, :], mask=row_mask[:, None] & (k_even < K)[None, :], other=0.0).to(DOT_DTYPE)
+    xo = tl.load(x_rows + (k_even + 1)[None, :], mask=row_mask[:, None] & (k_even + 1 < K)[None, :], other=0.0).to(DOT_DTYPE)
+    if IEEE:
+        acc = tl.dot(xe, tl.trans(low), acc, input_precision="ieee")
+        acc = tl.dot(xo, tl.trans(high), acc, input_precision="ieee")
+    else:
+        acc = tl.dot(xe, tl.trans(low), acc)
+        acc = tl.dot(xo, tl.trans(high), acc)
+    return acc
+
+
+@triton.jit
 def _gemm_kernel(
     X, W, S, G, B, Y, P,
     M, N, K, KH, K_PER_SPLIT,
@@ -177,16 +194,8 @@ def _gemm_kernel(
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     k_begin = pid_k * K_PER_SPLIT
     for k0 in range(k_begin, k_begin + K_PER_SPLIT, BLOCK_K):
-        low, high = _weight_tile(W, S, offs_n, n_mask, k0, KH, stride_wn, stride_sn, BLOCK_N, BLOCK_K, DOT_DTYPE)
-        k_even = k0 + 2 * offs_h
-        xe = tl.load(x_rows + k_even[None, :], mask=m_mask[:, None] & (k_even < K)[None, :], other=0.0).to(DOT_DTYPE)
-        xo = tl.load(x_rows + (k_even + 1)[None, :], mask=m_mask[:, None] & (k_even + 1 < K)[None, :], other=0.0).to(DOT_DTYPE)
-        if IEEE:
-            acc = tl.dot(xe, tl.trans(low), acc, input_precision="ieee")
-            acc = tl.dot(xo, tl.trans(high), acc, input_precision="ieee")
-        else:
-            acc = tl.dot(xe, tl.trans(low), acc)
-            acc = tl.dot(xo, tl.trans(high), acc)
+        acc = _bytewise_step(W, S, x_rows, m_mask, offs_n, n_mask, offs_h, k0, KH, K, stride_wn, stride_sn, acc,
+                             BLOCK_N, BLOCK_K, DOT_DTYPE, IEEE)
     mask = m_mask[:, None] & n_mask[None, :]
     if SPLIT_K == 1:
         out = acc * _global_scale(G, RECIPROCAL)
@@ -246,16 +255,8 @@ def _moe_kernel(
     s_e = S + expert * stride_se
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, 2 * KH, BLOCK_K):
-        low, high = _weight_tile(w_e, s_e, offs_n, n_mask, k0, KH, stride_wn, stride_sn, BLOCK_N, BLOCK_K, DOT_DTYPE)
-        k_even = k0 + 2 * offs_h
-        xe = tl.load(x_rows + k_even[None, :], mask=r_mask[:, None] & (k_even < K)[None, :], other=0.0).to(DOT_DTYPE)
-        xo = tl.load(x_rows + (k_even + 1)[None, :], mask=r_mask[:, None] & (k_even + 1 < K)[None, :], other=0.0).to(DOT_DTYPE)
-        if IEEE:
-            acc = tl.dot(xe, tl.trans(low), acc, input_precision="ieee")
-            acc = tl.dot(xo, tl.trans(high), acc, input_precision="ieee")
-        else:
-            acc = tl.dot(xe, tl.trans(low), acc)
-            acc = tl.dot(xo, tl.trans(high), acc)
+        acc = _bytewise_step(w_e, s_e, x_rows, r_mask, offs_n, n_mask, offs_h, k0, KH, K, stride_wn, stride_sn, acc,
+                             BLOCK_N, BLOCK_K, DOT_DTYPE, IEEE)
     out = acc * _global_scale(G + expert, RECIPROCAL)
     y = Y + pairs.to(tl.int64)[:, None] * stride_ym + offs_n[None, :]
     tl.store(y, out.to(Y.dtype.element_ty), mask=r_mask[:, None] & n_mask[None, :])
