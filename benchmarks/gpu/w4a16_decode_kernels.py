@@ -1,6 +1,7 @@
 """The two W4A16 decode kernels side by side on one GPU: the CUDA-core GEMV (``gemv``) and the tensor-core
 decode GEMM (``mma_gemv``), over their tile grids, for M = 1, 4, 16 at the decode shapes and for the MoE decode
-step; bf16 cuBLAS in the same run. GPU time per call in a CUDA graph that streams every weight from HBM.
+step; bf16 cuBLAS in the same run. GPU time per call in a CUDA graph that streams every weight from HBM. The
+GEMV runs with each group's products summed in fp32 and as fp16x2 (``F16_DOT``).
 
     PYTHONPATH=src python benchmarks/gpu/w4a16_decode_kernels.py --out FILE.json
 """
@@ -25,7 +26,18 @@ from hybridload.kernels import w4a16 as kw  # noqa: E402
 from hybridload.kernels._runtime import load_launcher  # noqa: E402
 from hybridload.quant.numerics import dequantize_nvfp4  # noqa: E402
 
-GEMV = [dict(BLOCK_N=16, BLOCK_G=16, num_warps=4, PREFETCH=2), dict(BLOCK_N=32, BLOCK_G=16, num_warps=4, PREFETCH=2)]
+# F16_DOT: each group's 16 products summed as fp16x2 (the default for 16-bit inputs) or in fp32
+GEMV = [dict(BLOCK_N=16, BLOCK_G=16, num_warps=4, PREFETCH=2, F16_DOT=False),
+        dict(BLOCK_N=16, BLOCK_G=16, num_warps=4, PREFETCH=2, F16_DOT=True),
+        dict(BLOCK_N=32, BLOCK_G=16, num_warps=4, PREFETCH=1, F16_DOT=True),
+        dict(BLOCK_N=32, BLOCK_G=16, num_warps=4, PREFETCH=2, F16_DOT=True),
+        dict(BLOCK_N=64, BLOCK_G=16, num_warps=4, PREFETCH=1, F16_DOT=True),
+        dict(BLOCK_N=64, BLOCK_G=16, num_warps=8, PREFETCH=1, F16_DOT=True),
+        dict(BLOCK_N=16, BLOCK_G=32, num_warps=4, PREFETCH=2, F16_DOT=True),
+        dict(BLOCK_N=8, BLOCK_G=32, num_warps=4, PREFETCH=2, F16_DOT=True),
+        dict(BLOCK_N=8, BLOCK_G=64, num_warps=4, PREFETCH=2, F16_DOT=True),
+        dict(BLOCK_N=16, BLOCK_G=32, num_warps=4, PREFETCH=1, F16_DOT=True),
+        dict(BLOCK_N=16, BLOCK_G=32, num_warps=8, PREFETCH=2, F16_DOT=True)]
 MMA = [dict(BLOCK_N=64, BLOCK_G=8, num_warps=4, num_stages=1), dict(BLOCK_N=64, BLOCK_G=8, num_warps=4, num_stages=3),
        dict(BLOCK_N=64, BLOCK_G=16, num_warps=4, num_stages=3), dict(BLOCK_N=128, BLOCK_G=8, num_warps=8, num_stages=3),
        dict(BLOCK_N=64, BLOCK_G=8, num_warps=4, num_stages=1, PREFETCH=1), dict(BLOCK_N=64, BLOCK_G=16, num_warps=4, num_stages=1, PREFETCH=1),
@@ -40,13 +52,17 @@ def main() -> None:
     parser.add_argument("--kernels", default="gemv,mma_gemv")
     parser.add_argument("--splits", default=",".join(map(str, SPLITS)))
     parser.add_argument("--no-moe", action="store_true")
+    parser.add_argument("--shapes", default="", help="N x K weight shapes instead of the decode shapes: 4096x14336,...")
+    parser.add_argument("--gemv", default="", help="indices into the GEMV tile list (default: all)")
     args = parser.parse_args()
     ms = [int(v) for v in args.ms.split(",")]
     splits = [int(v) for v in args.splits.split(",")]
     launcher = load_launcher("_w4a16_triton")
     bw = copy_bandwidth()
     result = {"environment": environment(), "copy_bandwidth_gbps": bw / 1e9, "linear": [], "moe": []}
-    for (n, k), m in itertools.product(DECODE_SHAPES, ms):
+    shapes = [tuple(int(v) for v in shape.split("x")) for shape in args.shapes.split(",")] if args.shapes else DECODE_SHAPES
+    gemv_tiles = [GEMV[int(i)] for i in args.gemv.split(",")] if args.gemv else GEMV
+    for (n, k), m in itertools.product(shapes, ms):
         packed_bytes = n * (k // 2) + n * (k // 16) + 4
         copies = max(2, min(64, -(-L2_ROTATE_BYTES // packed_bytes)))
         q = [packed(n, k, i) for i in range(copies)]
@@ -56,7 +72,8 @@ def main() -> None:
         dense = [dequantize_nvfp4(*q[i], dtype=torch.bfloat16) for i in range(max(2, min(64, -(-L2_ROTATE_BYTES // (n * k * 2)))))]
         bf16 = graph_time_us(lambda i: (lambda: F.linear(x, dense[i])), len(dense))
         del dense
-        kernels = [("mma_gemv", c) for c in MMA] + ([("gemv", c) for c in GEMV] if m <= 4 else [])
+        kernels = [("mma_gemv", c) for c in MMA] + ([("gemv", c) for c in gemv_tiles] if m <= 4 else [])
+        best = {}
         kernels = [(name, c) for name, c in kernels if name in args.kernels.split(",")]
         for (name, base), split in itertools.product(kernels, splits):
             config = {**base, "SPLIT_K": split}
@@ -77,13 +94,20 @@ def main() -> None:
             except Exception as exc:  # noqa: BLE001 - a config that fails is recorded, not fatal
                 row = {"kernel": name, "M": m, "N": n, "K": k, "config": config, "error": f"{type(exc).__name__}: {exc}"[:300]}
             result["linear"].append(row)
-        best = {}
+        # what w4a16_linear dispatches to, with its own tile choice
+        rel = float((kw.w4a16_linear(x, *q[0]).float() - ref).norm() / ref.norm())
+        us = graph_time_us(lambda i: (lambda: kw.w4a16_linear(x, *q[i])), copies)
+        result["linear"].append({"kernel": "dispatch", "M": m, "N": n, "K": k, "graph_us": us, "bf16_graph_us": bf16,
+                                 "rel_l2_error_vs_dequantized_fp32": rel,
+                                 "speedup_vs_bf16": bf16 / us, "packed_bw_fraction_of_copy": packed_bytes / (us * 1e-6) / bw,
+                                 "config": kw._gemv_config(m, n, -(-k // 16), x.device) if m <= kw.GEMV_MAX_M else {}})
         for row in result["linear"]:
             if row["M"] == m and row["N"] == n and row["K"] == k and "graph_us" in row:
-                if row["kernel"] not in best or row["graph_us"] < best[row["kernel"]]["graph_us"]:
-                    best[row["kernel"]] = row
+                name = row["kernel"] + ("-f16dot" if row["config"].get("F16_DOT") else "")
+                if name not in best or row["graph_us"] < best[name]["graph_us"]:
+                    best[name] = row
         for name, row in best.items():
-            print(f"M={m:<2} {n}x{k} {name:8s} {row['graph_us']:6.1f} us  x{row['speedup_vs_bf16']:.2f} bf16 ({bf16:.1f})  "
+            print(f"M={m:<2} {n}x{k} {name:14s} {row['graph_us']:6.1f} us  x{row['speedup_vs_bf16']:.2f} bf16 ({bf16:.1f})  "
                   f"{row['packed_bw_fraction_of_copy']:.0%} bw  rel {row['rel_l2_error_vs_dequantized_fp32']:.1e}  {row['config']}", flush=True)
         errors = [r for r in result["linear"] if "error" in r and r["M"] == m and r["N"] == n]
         for row in errors[:2]:
@@ -106,7 +130,8 @@ def main() -> None:
         ids0 = id_sets[0].cpu().tolist()
         ref = torch.stack([F.linear(x[t].float(), dequantize_nvfp4(W[e], S[e], G[e])) for t in range(tokens) for e in ids0[t]])
         w64, su8 = kw.packed_words(W), S.view(torch.uint8)
-        for name, base in [("gemv", c) for c in GEMV] + [("mma_gemv", c) for c in MMA[:4]]:
+        moe_kernels = [("gemv", c) for c in gemv_tiles] + [("mma_gemv", c) for c in MMA[:4]]
+        for name, base in [(name, c) for name, c in moe_kernels if name in args.kernels.split(",")]:
             config = {**base, "SPLIT_K": 1}
             fn = getattr(launcher, name)
 

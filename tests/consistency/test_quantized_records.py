@@ -25,31 +25,39 @@ def test_the_kernel_table_is_the_recorded_run():
         assert row in text, row
     moe = record["moe"][0]
     assert f"{moe['w4a16_graph_us']:.1f} µs against {moe['bf16_graph_us']:.1f} µs" in text
-    # what the page says of the targets is what the record holds: prefill met, decode and MoE not
+    # what the page says of the targets is what the record holds: prefill, the MoE step and decode's 2.5x bf16
+    # on the large shapes met; decode's 70% of copy bandwidth not
     assert min(d["speedup_vs_bf16_graph"] for d in record["prefill"] if d["M"] >= 2048) >= 0.8
+    large = [d for d in record["decode"] if d["M"] == 1 and max(d["N"], d["K"]) == 21504]
+    assert min(d["speedup_vs_bf16_graph"] for d in large) >= 2.5
     assert max(d["packed_bw_fraction_of_copy"] for d in record["decode"]) < 0.70
-    assert record["moe"][0]["speedup_vs_bf16_graph"] < 2.5
-    assert "prefill meets its target" in text and "**Against the targets:**" in text
+    assert record["moe"][0]["speedup_vs_bf16_graph"] >= 2.5
+    assert f"({moe['speedup_vs_bf16_graph']:.2f}×," in text and "**Against the targets:**" in text
 
 
 def test_the_decode_kernel_comparison_is_the_recorded_one():
     """The page's GEMV vs tensor-core numbers at 21504 x 4096 are the best tiles of the decode-kernels record,
-    and the dispatch (GEMV for one row, the MMA kernel for more) follows them."""
+    the dispatch (GEMV for one row, the MMA kernel for more) follows them, and the dispatch's own M = 1 times
+    on the extra shapes are the recorded ones."""
     from hybridload.kernels import w4a16
 
     record = json.loads((RESULTS / "w4a16-decode-kernels-h100.json").read_text())
     text = _doc()
 
-    def best(kernel, m):
+    def best(kernel, m, f16=None):
         rows = [r for r in record["linear"] if r["kernel"] == kernel and (r["N"], r["K"], r["M"]) == (21504, 4096, m)
-                and "graph_us" in r]
+                and "graph_us" in r and (f16 is None or r["config"].get("F16_DOT") == f16)]
         return min(r["graph_us"] for r in rows)
 
-    assert f"{best('gemv', 1):.1f} µs and the tensor-core GEMM {best('mma_gemv', 1):.1f} µs" in text
+    assert (f"takes {best('gemv', 1, True):.1f} µs at its best tile against {best('gemv', 1, False):.1f} µs summing in fp32 and\n"
+            f"{best('mma_gemv', 1):.1f} µs for the tensor-core GEMM") in text
     assert f"at M = 4, {best('gemv', 4):.1f} against {best('mma_gemv', 4):.1f} µs" in text
-    assert best("gemv", 1) < best("mma_gemv", 1) and best("mma_gemv", 4) < best("gemv", 4)
+    assert best("gemv", 1, True) < best("gemv", 1, False) < best("mma_gemv", 1) and best("mma_gemv", 4) < best("gemv", 4)
     assert w4a16.GEMV_MAX_M == 1 and w4a16.MMA_MAX_M >= 4
     assert all(r.get("rel_l2_error_vs_dequantized_fp32", 0) < 8e-3 for r in record["linear"] + record["moe"])
+    for row in record["linear"]:
+        if row["kernel"] == "dispatch" and row["M"] == 1 and (row["N"], row["K"]) in ((8192, 8192), (1024, 4096)):
+            assert f"{row['N']} x {row['K']} {row['graph_us']:.1f} µs ({row['speedup_vs_bf16']:.2f}×" in text
 
 
 def test_the_whole_model_and_example_numbers_are_the_recorded_ones():
@@ -61,5 +69,6 @@ def test_the_whole_model_and_example_numbers_are_the_recorded_ones():
     assert example["client_equals_served"] and example["served_equals_reference"]
     assert f"{example['logits_rel_l2']:.1%}" in text
     assert f"{example['teacher_forced_argmax_agreement']:.0%} of the argmax" in text
-    assert f"step {example['greedy_parts_at']})" in text
-    assert example["twin_top2_margin_there"] <= 2 * example["logits_max_abs_there"]
+    assert example["greedy_parts_at"] is None and example["served_tokens"] == example["twin_tokens"]
+    assert f"model's {len(example['served_tokens'][0])} greedy tokens equal" in text
+    assert f"{example['decode_steps_compared']} one-row decode steps within {example['decode_logits_rel_l2']:.1%}" in text

@@ -43,7 +43,7 @@ def test_every_launch_is_inside_a_device_guard():
             found += 1
             if call.lineno not in guarded:
                 unguarded.append(f"{path.name}:{call.lineno}")
-    assert found >= 8  # conv fwd/update, gated norm, state update, w4a16 gemm/reduce/moe/dequant
+    assert found >= 6  # conv fwd/update, gated norm, state update; w4a16's one launch helper (JIT and compiled)
     assert unguarded == []
 
 

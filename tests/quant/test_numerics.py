@@ -143,4 +143,4 @@ def test_fp8_references() -> None:
     inv = torch.rand(3, 3) + 0.5  # ceil(300/128) x ceil(260/128)
     out = dequantize_fp8_block(q, inv, (128, 128))
     assert out.shape == (300, 260)
-    assert out[129, 257].item() == q[129, 257].float().item() * inv[1, 2].item()
+    assert out[129, 257].item() == (q[129, 257].float() * inv[1, 2]).item()  # one float32 product

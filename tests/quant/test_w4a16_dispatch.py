@@ -99,3 +99,19 @@ def test_tile_configs_split_k_within_bounds() -> None:
             steps = kg / config["SPLIT_K"] / config["BLOCK_G"]
             assert config["SPLIT_K"] == 1 or steps >= 2, (n, kg, config)
         assert 1 <= mma["SPLIT_K"] <= kw.MMA_SPLIT_K
+
+
+def test_gemv_tiles_by_rows_and_splits_k_only_for_a_long_k_over_few_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kw, "_sm_count", lambda index: 132)
+    cuda = torch.device("cuda", 0)
+
+    def tile(n: int, k: int) -> tuple[int, int, int, int]:
+        config = kw._gemv_config(1, n, k // 16, cuda)
+        return config["BLOCK_N"], config["BLOCK_G"], config["PREFETCH"], config["SPLIT_K"]
+
+    for n, k in ((4096, 4096), (1024, 4096), (1856, 2688), (4096, 14336)):  # at most 4 programs of 8 rows per SM
+        assert tile(n, k) == (*kw.GEMV_NARROW_TILE, 1), (n, k)
+    for n, k in ((21504, 4096), (8192, 8192), (16384, 21504)):
+        assert tile(n, k) == (*kw.GEMV_TILE, 1), (n, k)
+    assert tile(4096, 21504) == (*kw.GEMV_SPLIT_TILE, 8)  # 128 programs of the split tile: about 8 per SM
+    assert tile(1024, 21504)[3] == 16  # capped

@@ -127,3 +127,25 @@ def test_decode_linear_and_moe_capture_in_a_cuda_graph() -> None:
     torch.cuda.synchronize()
     assert torch.equal(y, kw.w4a16_linear(x, p, s, g))
     assert torch.equal(z, kw.w4a16_moe(x, ids, W, S, G))
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="Triton's interpreter compiles nothing to keep")
+def test_later_launches_reuse_the_compiled_kernel_of_their_specialization() -> None:
+    """The first launch of a specialization goes through Triton's JIT; later ones launch the kept compiled
+    kernel and compute the same; a launch that Triton would specialize differently gets its own entry."""
+    from hybridload.kernels import _w4a16_triton as launcher
+
+    p, s, g = _weights(320, 1024, seed=9)
+    x = torch.randn(1, 1024, device=DEVICE, dtype=torch.bfloat16)
+    launcher._COMPILED.clear()
+    first = kw.w4a16_linear(x, p, s, g)
+    keys = set(launcher._COMPILED)
+    assert any(key[0] is launcher._gemv_kernel for key in keys)
+    for _ in range(2):
+        assert torch.equal(kw.w4a16_linear(x, p, s, g), first)
+    assert set(launcher._COMPILED) == keys  # reused, not re-keyed
+    storage = torch.empty(2, 1025, device=DEVICE, dtype=torch.bfloat16)
+    shifted = storage.view(-1)[1:1025].view(1, 1024)  # 2-byte aligned rows: Triton specializes on alignment
+    shifted.copy_(x)
+    assert torch.equal(kw.w4a16_linear(shifted, p, s, g), first)
+    assert len(launcher._COMPILED) == len(keys) + 1

@@ -14,7 +14,8 @@ word into arithmetic:
 Kernels:
 
 * ``_gemv_kernel`` -- one row (decode) or one routed (token, expert) pair per program row: the 16 products of
-  a group are summed in fp32 on CUDA cores and multiplied by the group's scale once;
+  a group are summed on CUDA cores (as fp16x2 for 16-bit inputs, ``F16_DOT``; in fp32 for fp32 inputs) and
+  multiplied by the group's scale once, groups accumulating in fp32;
 * ``_mma_gemv_kernel`` -- up to 16 rows: the decoded fp16 tile is the A operand of ``tl.dot`` (wgmma on
   Hopper), x^T scaled by 2^-4 into fp16 is B, fp32 accumulation;
 * ``_splitk_reduce_kernel`` -- sums the fp32 partials of a split-K launch, applies the per-tensor scale, bias;
@@ -32,6 +33,7 @@ import functools
 import torch
 import triton
 import triton.language as tl
+from triton.compiler import CompiledKernel
 
 from ._runtime import device_guard
 
@@ -114,6 +116,45 @@ def _decode_pairs_ptx() -> str:
 # with pack=2 each asm call sees two words and two scales, and each f16 output register holds two values
 _DECODE_PAIRS_PTX = tl.constexpr(_decode_pairs_ptx())
 _DECODE_PAIRS_CONSTRAINTS = tl.constexpr("=r," * 16 + "l,l,r")
+
+
+_HALF_DOT = """
+    prmt.b32 p, lo, hi, 0x5140;
+    mov.b32 {{c0, c1}}, p;
+    cvt.rn.f16x2.e4m3x2 v, c0;
+    {first}.rn.f16x2 acc, v, {x0}{acc};
+    cvt.rn.f16x2.e4m3x2 v, c1;
+    fma.rn.f16x2 acc, v, {x1}, acc;
+    prmt.b32 p, lo, hi, 0x7362;
+    mov.b32 {{c0, c1}}, p;
+    cvt.rn.f16x2.e4m3x2 v, c0;
+    fma.rn.f16x2 acc, v, {x2}, acc;
+    cvt.rn.f16x2.e4m3x2 v, c1;
+    fma.rn.f16x2 acc, v, {x3}, acc;
+"""
+
+
+def _group_dot_f16_ptx() -> str:
+    """One 64-bit word of codes ($1) and the group's 16 fp16 inputs, four to a 64-bit word in memory order
+    ($2..$5) -> $0: the fp32 sum of the 16 products (code x 2^-6 x input), accumulated as fp16x2 on CUDA cores.
+
+    ``prmt`` interleaves the split's even- and odd-code bytes back into memory order, so each e4m3 pair
+    widens to the fp16x2 that multiplies the matching input pair."""
+    body = [" mov.b64 {w0, w1}, $1;", " mov.b64 {x0, x1}, $2;", " mov.b64 {x2, x3}, $3;", " mov.b64 {x4, x5}, $4;",
+            " mov.b64 {x6, x7}, $5;"]
+    for word, xs in (("w0", ("x0", "x1", "x2", "x3")), ("w1", ("x4", "x5", "x6", "x7"))):
+        body.append(_E4M3_SPLIT.format(w=word, lo="lo", hi="hi"))
+        first = word == "w0"
+        body.append(_HALF_DOT.format(first="mul" if first else "fma", acc="" if first else ", acc",
+                                     x0=xs[0], x1=xs[1], x2=xs[2], x3=xs[3]))
+    body.append(" mov.b32 {h0, h1}, acc;\n cvt.f32.f16 f0, h0;\n cvt.f32.f16 f1, h1;\n add.f32 $0, f0, f1;")
+    regs = (" .reg .b32 w0, w1, t, u, lo, hi, p, v, acc, x0, x1, x2, x3, x4, x5, x6, x7;\n .reg .b16 c0, c1, h0, h1;\n"
+            " .reg .f32 f0, f1;\n")
+    return "{\n" + regs + "\n".join(body) + "\n}"
+
+
+_GROUP_DOT_F16_PTX = tl.constexpr(_group_dot_f16_ptx())
+_GROUP_DOT_F16_CONSTRAINTS = tl.constexpr("=r,l,l,l,l,l")
 
 
 @triton.jit
@@ -427,11 +468,14 @@ def _split16(x):
 
 
 @triton.jit
-def _group_dot(d, x_row, offs_g, k_limit):
+def _group_dot(d, x_row, offs_g, k_limit, F16_INPUTS: tl.constexpr = False):
     """Per (weight row, group): sum over the group's 16 inputs of code x input, in fp32 (inputs at or past
-    ``k_limit`` read as 0: K's padding, and rows past M with a limit of 0)."""
+    ``k_limit`` read as 0: K's padding, and rows past M with a limit of 0). F16_INPUTS: the inputs x 2^-4
+    rounded to fp16 first, as the fp16x2 path sees them."""
     k = offs_g[:, None] * 16 + tl.arange(0, 16)[None, :]
     xg = tl.load(x_row + k, mask=k < k_limit, other=0.0).to(tl.float32)
+    if F16_INPUTS:
+        xg = (xg * 0.0625).to(tl.float16).to(tl.float32)
     x = _split16(xg)
     t = d[0] * x[0][None, :]
     for p in tl.static_range(1, 16):
@@ -440,12 +484,45 @@ def _group_dot(d, x_row, offs_g, k_limit):
 
 
 @triton.jit
+def _input_words_f16(x_row, offs_g, k_limit):
+    """Each group's 16 inputs x 2^-4 rounded to fp16, four to an int64 word in memory order: 4 [BLOCK_G] tensors.
+
+    Built once per step on the small [BLOCK_G, 16] input tile, so the per-(row, group) PTX reads ready pairs."""
+    k = offs_g[:, None] * 16 + tl.arange(0, 16)[None, :]
+    xg = tl.load(x_row + k, mask=k < k_limit, other=0.0).to(tl.float32) * 0.0625
+    bits = xg.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int64) & 0xFFFF
+    R: tl.constexpr = bits.shape[0]
+    lo, hi = tl.split(tl.reshape(bits, (R, 4, 2, 2)))
+    pairs = lo | (hi << 16)  # (R, 4, 2): the fp16 pair of inputs 4i + 2j, 4i + 2j + 1
+    p0, p1 = tl.split(pairs)
+    even, odd = tl.split(tl.reshape(p0 | (p1 << 32), (R, 2, 2)))  # word i = 2a + b: even b = 0, odd b = 1
+    w0, w2 = tl.split(even)
+    w1, w3 = tl.split(odd)
+    return w0, w1, w2, w3
+
+
+@triton.jit
+def _group_dot_f16(w, x_row, offs_g, k_limit, ASM: tl.constexpr):
+    """Per (weight row, group): sum of code x 2^-6 x (input x 2^-4 in fp16) over the group's 16 inputs. With
+    ASM the products accumulate as fp16x2 (8 per lane) and the two lanes are added in fp32; without, the same
+    fp16 inputs are summed in fp32."""
+    if ASM:
+        x0, x1, x2, x3 = _input_words_f16(x_row, offs_g, k_limit)
+        return tl.inline_asm_elementwise(
+            _GROUP_DOT_F16_PTX, _GROUP_DOT_F16_CONSTRAINTS, [w, x0[None, :], x1[None, :], x2[None, :], x3[None, :]],
+            dtype=tl.float32, is_pure=True, pack=1,
+        )
+    else:
+        return _group_dot(_decode16(w, False), x_row, offs_g, k_limit, True)
+
+
+@triton.jit
 def _gemv_kernel(
     X, W, S, G, B, Y, P, IDS,
     M, N, K, KG, G_PER_SPLIT, TOPK, E,
     stride_xm, stride_ym, stride_we, stride_wn, stride_se, stride_sn,
     BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, SPLIT_K: tl.constexpr, PREFETCH: tl.constexpr,
-    MOE: tl.constexpr, HAS_BIAS: tl.constexpr, RECIPROCAL: tl.constexpr, ASM: tl.constexpr,
+    MOE: tl.constexpr, HAS_BIAS: tl.constexpr, RECIPROCAL: tl.constexpr, ASM: tl.constexpr, F16_DOT: tl.constexpr,
 ):
     """y[m] = x[m] @ dequant(W).T, one row per program row (dense), or one routed (token, expert) pair (MOE).
 
@@ -494,15 +571,21 @@ def _gemv_kernel(
         else:
             w_next = tl.load(w_rows + ahead[None, :], mask=mask, other=0)
             s_next = tl.load(s_rows + ahead[None, :], mask=mask, other=0)
-        acc += _group_dot(_decode16(w, ASM), x_row, offs_g, K) * s
-    total = tl.sum(acc, axis=1)
+        if F16_DOT:
+            acc += _group_dot_f16(w, x_row, offs_g, K, ASM) * s
+        else:
+            acc += _group_dot(_decode16(w, ASM), x_row, offs_g, K) * s
+    if F16_DOT:  # undo the decode's 2^-6 and the input's 2^-4
+        total = tl.sum(acc, axis=1) * 1024.0
+    else:
+        total = tl.sum(acc, axis=1) * 64.0
     if SPLIT_K == 1:
-        out = total * (_global_scale(G, RECIPROCAL) * 64.0)
+        out = total * _global_scale(G, RECIPROCAL)
         if HAS_BIAS:
             out += tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)
         tl.store(Y + pid_m.to(tl.int64) * stride_ym + offs_n, out.to(Y.dtype.element_ty), mask=n_mask)
-    else:  # partials carry the decode's 2^-6 undone; the reduce applies the per-tensor scale and the bias
-        tl.store(P + (pid_k * M + pid_m).to(tl.int64) * N + offs_n, total * 64.0, mask=n_mask)
+    else:  # the reduce applies the per-tensor scale and the bias
+        tl.store(P + (pid_k * M + pid_m).to(tl.int64) * N + offs_n, total, mask=n_mask)
 
 
 @triton.jit
@@ -542,17 +625,60 @@ def _dequant16_kernel(
 
 # -- launchers (arguments already validated by hybridload.kernels.w4a16) ---------------------------------
 
+def _cdiv(a: int, b: int) -> int:
+    """Ceiling division in plain Python (``triton.cdiv`` is a constexpr function: microseconds per host call)."""
+    return -(-a // b)
+
+
+#: compiled kernels by specialization key (see _launch); filled by the first launch of each specialization
+_COMPILED: dict[tuple, tuple[object, tuple[str, ...]]] = {}
+
+
+def _specialization(value: object) -> object:
+    """What Triton specializes a launch argument on, or finer: a tensor's dtype and 16-byte alignment, an
+    integer's width and whether it is 1 or a multiple of 16; other values by type."""
+    kind = type(value)
+    if kind is int:
+        return value == 1, value % 16 == 0, -(2**31) <= value < 2**31
+    if isinstance(value, torch.Tensor):
+        return value.dtype, value.data_ptr() % 16 == 0
+    return kind, value if kind is bool else None
+
+
+def _launch(kernel, grid: tuple[int, ...], like: torch.Tensor, args: tuple, num_warps: int, num_stages: int | None = None,
+            **constexprs: object) -> None:
+    """``kernel[grid](*args, **constexprs)`` on ``like``'s device. The first launch of a specialization goes
+    through Triton's JIT, which compiles (or finds) the kernel; later launches call that compiled kernel
+    directly, skipping Triton's per-call argument specialization and cache lookup (most of an eager call's host
+    time: w4a16-launch-overhead-h100.md). The key holds all Triton specializes on (``_specialization`` of each
+    argument), the constexprs, warps, stages and the device, so a reused kernel is the one the JIT would pick."""
+    with device_guard(like):
+        options = {"num_warps": num_warps} if num_stages is None else {"num_warps": num_warps, "num_stages": num_stages}
+        if like.device.type != "cuda":  # Triton's interpreter: no compiled kernel to keep
+            kernel[grid](*args, **constexprs, **options)
+            return
+        key = (kernel, like.device.index, num_warps, num_stages, tuple(constexprs.items()),
+               tuple(_specialization(value) for value in args))
+        entry = _COMPILED.get(key)
+        if entry is None:
+            compiled = kernel[grid](*args, **constexprs, **options)
+            if hasattr(compiled, "result"):  # an asynchronous compile's future
+                compiled = compiled.result()
+            if isinstance(compiled, CompiledKernel):
+                _COMPILED[key] = (compiled, tuple(kernel.arg_names[len(args):]))
+            return
+        compiled, names = entry
+        compiled[(*grid, 1, 1)[:3]](*args, *(constexprs[name] for name in names))  # the compiled runner reads 3 dims
+
 
 def _reduce_partials(partials: torch.Tensor, gscale: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor,
                      reciprocal: bool) -> None:
     """out = sum of the (SPLIT_K, M, N) fp32 partials x per-tensor scale + bias (a second launch, fixed order)."""
     split_k, m, n = partials.shape
     block = 1024
-    with device_guard(out):
-        _splitk_reduce_kernel[(triton.cdiv(m * n, block),)](
-            partials, gscale, bias if bias is not None else out, out, m, n, out.stride(0),
-            SPLIT_K=split_k, BLOCK=block, HAS_BIAS=bias is not None, RECIPROCAL=reciprocal, num_warps=4,
-        )
+    _launch(_splitk_reduce_kernel, (_cdiv(m * n, block),), out,
+            (partials, gscale, bias if bias is not None else out, out, m, n, out.stride(0)), 4,
+            SPLIT_K=split_k, BLOCK=block, HAS_BIAS=bias is not None, RECIPROCAL=reciprocal)
 
 
 def _dot_dtype(dtype: torch.dtype) -> tuple[object, bool]:
@@ -567,24 +693,22 @@ def gemm(
     kh = weight.shape[1]
     block_m, block_n, block_k = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
     split_k = config["SPLIT_K"]
-    k_steps = triton.cdiv(2 * kh, block_k)
+    k_steps = _cdiv(2 * kh, block_k)
     split_k = max(1, min(split_k, k_steps))
-    k_per_split = triton.cdiv(k_steps, split_k) * block_k
-    split_k = triton.cdiv(2 * kh, k_per_split)
+    k_per_split = _cdiv(k_steps, split_k) * block_k
+    split_k = _cdiv(2 * kh, k_per_split)
     partials = torch.empty((split_k, m, n), dtype=torch.float32, device=x2.device) if split_k > 1 else out
     dot_dtype, ieee = _dot_dtype(x2.dtype)
-    grid = (triton.cdiv(n, block_n), split_k, triton.cdiv(m, block_m))
-    with device_guard(x2):
-        _gemm_kernel[grid](
-            x2, weight, scale_u8, gscale, bias if bias is not None else out, out, partials,
-            m, n, k, kh, k_per_split,
-            x2.stride(0), out.stride(0), weight.stride(0), scale_u8.stride(0),
-            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split_k,
-            HAS_BIAS=bias is not None, RECIPROCAL=reciprocal, DOT_DTYPE=dot_dtype, IEEE=ieee,
-            num_warps=config["num_warps"], num_stages=config["num_stages"],
-        )
-        if split_k > 1:
-            _reduce_partials(partials, gscale, bias, out, reciprocal)
+    grid = (_cdiv(n, block_n), split_k, _cdiv(m, block_m))
+    _launch(_gemm_kernel, grid, x2, (
+        x2, weight, scale_u8, gscale, bias if bias is not None else out, out, partials,
+        m, n, k, kh, k_per_split,
+        x2.stride(0), out.stride(0), weight.stride(0), scale_u8.stride(0),
+    ), config["num_warps"], config["num_stages"],
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split_k,
+        HAS_BIAS=bias is not None, RECIPROCAL=reciprocal, DOT_DTYPE=dot_dtype, IEEE=ieee)
+    if split_k > 1:
+        _reduce_partials(partials, gscale, bias, out, reciprocal)
     return out
 
 
@@ -595,16 +719,14 @@ def moe(
     e, n, kh = weight.shape
     block_m, block_n, block_k = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
     dot_dtype, ieee = _dot_dtype(x2.dtype)
-    grid = (tile_expert.shape[0], triton.cdiv(n, block_n))
-    with device_guard(x2):
-        _moe_kernel[grid](
-            x2, weight, scale_u8, gscale, out, tile_expert, row_map if row_map is not None else tile_expert,
-            n, k, kh, e, topk,
-            x2.stride(0), out.stride(0), weight.stride(0), weight.stride(1), scale_u8.stride(0), scale_u8.stride(1),
-            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PER_PAIR=row_map is None,
-            RECIPROCAL=reciprocal, DOT_DTYPE=dot_dtype, IEEE=ieee,
-            num_warps=config["num_warps"], num_stages=config["num_stages"],
-        )
+    grid = (tile_expert.shape[0], _cdiv(n, block_n))
+    _launch(_moe_kernel, grid, x2, (
+        x2, weight, scale_u8, gscale, out, tile_expert, row_map if row_map is not None else tile_expert,
+        n, k, kh, e, topk,
+        x2.stride(0), out.stride(0), weight.stride(0), weight.stride(1), scale_u8.stride(0), scale_u8.stride(1),
+    ), config["num_warps"], config["num_stages"],
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PER_PAIR=row_map is None,
+        RECIPROCAL=reciprocal, DOT_DTYPE=dot_dtype, IEEE=ieee)
     return out
 
 
@@ -623,32 +745,30 @@ def _asm(device: torch.device) -> bool:
 def _launch_decode(
     kernel, rows_per_program: int, x2: torch.Tensor, w64: torch.Tensor, scale_u8: torch.Tensor, gscale: torch.Tensor,
     bias: torch.Tensor | None, out: torch.Tensor, k: int, reciprocal: bool, config: dict,
-    topk_ids: torch.Tensor | None, topk: int, prefetch: int, stages: int,
+    topk_ids: torch.Tensor | None, topk: int, prefetch: int, stages: int, **variant: bool,
 ) -> torch.Tensor:
     """One launch of a word-decoding kernel (dense rows or routed pairs), plus the split-K reduce when K is split."""
     moe = topk_ids is not None
     n, kg = w64.shape[-2], w64.shape[-1]
     m = out.shape[0]
     block_n, block_g = config["BLOCK_N"], config["BLOCK_G"]
-    split_k = 1 if moe else max(1, min(config["SPLIT_K"], triton.cdiv(kg, block_g)))
-    g_per_split = triton.cdiv(triton.cdiv(kg, split_k), block_g) * block_g
-    split_k = triton.cdiv(kg, g_per_split)
+    split_k = 1 if moe else max(1, min(config["SPLIT_K"], _cdiv(kg, block_g)))
+    g_per_split = _cdiv(_cdiv(kg, split_k), block_g) * block_g
+    split_k = _cdiv(kg, g_per_split)
     partials = torch.empty((split_k, m, n), dtype=torch.float32, device=x2.device) if split_k > 1 else out
     experts = w64.shape[0] if moe else 1
-    grid = (m if moe else triton.cdiv(m, rows_per_program), triton.cdiv(n, block_n), split_k)
-    with device_guard(x2):
-        kernel[grid](
-            x2, w64, scale_u8, gscale, bias if bias is not None else out, out, partials,
-            topk_ids if moe else gscale,
-            m, n, k, kg, g_per_split, topk, experts,
-            x2.stride(0), out.stride(0), w64.stride(0) if moe else 0, w64.stride(-2),
-            scale_u8.stride(0) if moe else 0, scale_u8.stride(-2),
-            BLOCK_N=block_n, BLOCK_G=block_g, SPLIT_K=split_k, PREFETCH=prefetch, MOE=moe,
-            HAS_BIAS=bias is not None, RECIPROCAL=reciprocal, ASM=_asm(x2.device),
-            num_warps=config["num_warps"], num_stages=stages,
-        )
-        if split_k > 1:
-            _reduce_partials(partials, gscale, bias, out, reciprocal)
+    grid = (m if moe else _cdiv(m, rows_per_program), _cdiv(n, block_n), split_k)
+    _launch(kernel, grid, x2, (
+        x2, w64, scale_u8, gscale, bias if bias is not None else out, out, partials,
+        topk_ids if moe else gscale,
+        m, n, k, kg, g_per_split, topk, experts,
+        x2.stride(0), out.stride(0), w64.stride(0) if moe else 0, w64.stride(-2),
+        scale_u8.stride(0) if moe else 0, scale_u8.stride(-2),
+    ), config["num_warps"], stages,
+        BLOCK_N=block_n, BLOCK_G=block_g, SPLIT_K=split_k, PREFETCH=prefetch, MOE=moe,
+        HAS_BIAS=bias is not None, RECIPROCAL=reciprocal, ASM=_asm(x2.device), **variant)
+    if split_k > 1:
+        _reduce_partials(partials, gscale, bias, out, reciprocal)
     return out
 
 
@@ -659,9 +779,11 @@ def gemv(
 ) -> torch.Tensor:
     """Decode GEMV: ``out`` rows = x rows @ dequant(W).T (each row streams the weight: meant for one), or with
     ``topk_ids`` one row per routed (token, expert) pair. ``w64``: (E,) N x KG int64 words; ``config``:
-    BLOCK_N, BLOCK_G, SPLIT_K, num_warps, PREFETCH (steps loaded ahead, 1 or 2)."""
+    BLOCK_N, BLOCK_G, SPLIT_K, num_warps, PREFETCH (steps loaded ahead, 1 or 2), F16_DOT (16-bit inputs: sum
+    each group's products as fp16x2, default on; fp32 inputs always sum in fp32)."""
+    f16_dot = x2.dtype != torch.float32 and config.get("F16_DOT", True)
     return _launch_decode(_gemv_kernel, 1, x2, w64, scale_u8, gscale, bias, out, k, reciprocal, config,
-                          topk_ids, topk, config.get("PREFETCH", 1), 1)
+                          topk_ids, topk, config.get("PREFETCH", 1), 1, F16_DOT=f16_dot)
 
 
 def mma_gemv(
@@ -681,22 +803,19 @@ def dequantize(
 ) -> torch.Tensor:
     """The whole weight into ``out``; from its int64 words ``w64`` when given (vectorised), else byte-wise."""
     n, kh = weight.shape
-    with device_guard(weight):
-        if w64 is None:  # storage not 16-byte aligned: the byte-wise kernel
-            block_n, block_k = 32, 256
-            grid = (triton.cdiv(n, block_n), triton.cdiv(2 * kh, block_k))
-            _dequant_kernel[grid](
-                weight, scale_u8, gscale, out, n, k, kh, weight.stride(0), scale_u8.stride(0), out.stride(0),
-                BLOCK_N=block_n, BLOCK_K=block_k, RECIPROCAL=reciprocal, num_warps=4,
-            )
-            return out
-        kg = w64.shape[1]
-        block_n, block_g = DEQUANT_BLOCK
-        grid = (triton.cdiv(n, block_n), triton.cdiv(kg, block_g))
-        _dequant16_kernel[grid](
-            w64, scale_u8, gscale, out, n, k, kg, w64.stride(0), scale_u8.stride(0), out.stride(0),
-            BLOCK_N=block_n, BLOCK_G=block_g, RECIPROCAL=reciprocal, ASM=_asm(weight.device), num_warps=4,
-        )
+    if w64 is None:  # storage not 16-byte aligned: the byte-wise kernel
+        block_n, block_k = 32, 256
+        grid = (_cdiv(n, block_n), _cdiv(2 * kh, block_k))
+        _launch(_dequant_kernel, grid, weight,
+                (weight, scale_u8, gscale, out, n, k, kh, weight.stride(0), scale_u8.stride(0), out.stride(0)), 4,
+                BLOCK_N=block_n, BLOCK_K=block_k, RECIPROCAL=reciprocal)
+        return out
+    kg = w64.shape[1]
+    block_n, block_g = DEQUANT_BLOCK
+    grid = (_cdiv(n, block_n), _cdiv(kg, block_g))
+    _launch(_dequant16_kernel, grid, weight,
+            (w64, scale_u8, gscale, out, n, k, kg, w64.stride(0), scale_u8.stride(0), out.stride(0)), 4,
+            BLOCK_N=block_n, BLOCK_G=block_g, RECIPROCAL=reciprocal, ASM=_asm(weight.device))
     return out
 
 

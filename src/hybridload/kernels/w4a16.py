@@ -4,7 +4,8 @@ The weights stay packed (NVIDIA Model Optimizer layout: uint8 codes, float8_e4m3
 float32 per-tensor scale); activations stay bf16/fp16 (fp32 is accepted and computed in fp32, slowly).
 
 * :func:`w4a16_linear` -- ``y = x @ W.T + bias``. One row (decode) runs the GEMV kernel: each weight row is
-  streamed once and decoded a scale group (one 64-bit word) at a time into CUDA-core FMAs. Up to
+  streamed once and decoded a scale group (one 64-bit word) at a time into CUDA-core FMAs (fp16x2 FMAs
+  within a group for 16-bit inputs, fp32 across groups). Up to
   ``MMA_MAX_M`` rows run the tensor-core decode GEMM: the same stream of packed words, decoded to fp16 tiles
   that are the A operand of the MMA, so 16 rows cost what one does. Longer inputs dequantize the weight
   into a transient buffer with a bandwidth-bound Triton kernel (at copy bandwidth on an H100) and hand it to
@@ -144,21 +145,31 @@ def _gemm_config(m: int, n: int, kp: int, device: torch.device) -> dict:
 
 
 def _gemv_config(m: int, n: int, kg: int, device: torch.device) -> dict:
-    """GEMV tiles: BLOCK_N weight rows x BLOCK_G groups (16 inputs each) a step; split-K when N alone gives
-    fewer than GEMV_PROGRAMS_PER_SM programs per SM."""
-    block_n, block_g = GEMV_BLOCK
+    """GEMV tiles by shape (the M = 1 sweep over ten shapes on an H100: w4a16-decode-kernels-h100.json).
+
+    Rows are tiled 8 to a program (64 groups a step) while that gives at most ``GEMV_PROGRAMS_PER_SM`` programs
+    per SM, else 16 (32 groups); two steps prefetched. K is split only when it is long (over
+    ``GEMV_SHORT_K_STEPS`` steps) and the rows are few: then ``GEMV_SPLIT_TILE`` (32 rows x 16 groups, one step
+    prefetched) with K split to about ``GEMV_SPLIT_PROGRAMS_PER_SM`` programs per SM, each split at least
+    ``GEMV_MIN_STEPS`` steps. A split costs a second launch (the reduce), about 4 us in a CUDA graph."""
     sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" else 4
-    programs = -(-n // block_n)
-    split_k = max(1, min(-(-GEMV_PROGRAMS_PER_SM * sms // programs), kg // (block_g * GEMV_MIN_STEPS), 16))
-    return {"BLOCK_N": block_n, "BLOCK_G": block_g, "SPLIT_K": split_k, "num_warps": GEMV_WARPS, "PREFETCH": GEMV_PREFETCH}
+    few_rows = -(-n // GEMV_NARROW_TILE[0]) <= GEMV_PROGRAMS_PER_SM * sms
+    block_n, block_g, prefetch = GEMV_NARROW_TILE if few_rows else GEMV_TILE
+    split_k = 1
+    if few_rows and -(-kg // block_g) > GEMV_SHORT_K_STEPS:
+        block_n, block_g, prefetch = GEMV_SPLIT_TILE
+        split_k = max(1, min(GEMV_SPLIT_PROGRAMS_PER_SM * sms // -(-n // block_n), kg // (block_g * GEMV_MIN_STEPS), 16))
+    return {"BLOCK_N": block_n, "BLOCK_G": block_g, "SPLIT_K": split_k, "num_warps": GEMV_WARPS, "PREFETCH": prefetch}
 
 
-#: GEMV tiles chosen by the M = 1 sweep on an H100 (benchmarks/w4a16.py --gemv-sweep): 16 rows x 16 groups
-#: a step, 4 warps, two steps prefetched; split-K up to about four programs per SM, each split at least two steps
-GEMV_BLOCK = (16, 16)
+#: GEMV tilings (BLOCK_N, BLOCK_G, PREFETCH), 4 warps each: few rows, many rows, split K (also the MoE pairs')
+GEMV_NARROW_TILE = (8, 64, 2)
+GEMV_TILE = (16, 32, 2)
+GEMV_SPLIT_TILE = (32, 16, 1)
 GEMV_WARPS = 4
-GEMV_PREFETCH = 2
 GEMV_PROGRAMS_PER_SM = 4
+GEMV_SHORT_K_STEPS = 16
+GEMV_SPLIT_PROGRAMS_PER_SM = 8
 GEMV_MIN_STEPS = 2
 
 
@@ -325,8 +336,8 @@ def w4a16_moe(
         out = torch.empty((t * topk, n), dtype=x.dtype, device=x.device)
         w64 = packed_words(weight) if t * topk <= MOE_GEMV_MAX_PAIRS else None
         if w64 is not None:
-            block_n, block_g = GEMV_BLOCK
-            config = {"BLOCK_N": block_n, "BLOCK_G": block_g, "SPLIT_K": 1, "num_warps": GEMV_WARPS, "PREFETCH": GEMV_PREFETCH}
+            block_n, block_g, prefetch = GEMV_SPLIT_TILE
+            config = {"BLOCK_N": block_n, "BLOCK_G": block_g, "SPLIT_K": 1, "num_warps": GEMV_WARPS, "PREFETCH": prefetch}
             launcher.gemv(x, w64, weight_scale.view(torch.uint8), global_scale, None, out, k, reciprocal_global, config,
                           topk_ids=topk_ids.reshape(-1), topk=topk)
             return out.view(t, topk, n)
