@@ -357,6 +357,33 @@ def _scaled_codes_f16(w, scale_f16, ASM: tl.constexpr):
 
 
 @triton.jit
+def _expert_operands(expert, W, S, G, stride_we, stride_se):
+    """The words, scales and per-tensor scale of one expert of the stacked (E, N, ...) operands."""
+    return W + expert * stride_we, S + expert * stride_se, G + expert
+
+
+@triton.jit
+def _row_stream(W, S, pid_n, pid_k, N, KG, G_PER_SPLIT, stride_wn, stride_sn, BLOCK_N: tl.constexpr):
+    """A decode program's BLOCK_N weight rows (offsets, mask, word and scale row pointers) and its K range in
+    groups [g_begin, g_end)."""
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < N
+    w_rows = W + offs_n.to(tl.int64)[:, None] * stride_wn
+    s_rows = S + offs_n.to(tl.int64)[:, None] * stride_sn
+    g_begin = pid_k * G_PER_SPLIT
+    g_end = tl.minimum(g_begin + G_PER_SPLIT, KG)
+    return offs_n, n_mask, w_rows, s_rows, g_begin, g_end
+
+
+@triton.jit
+def _step_tiles(w_rows, s_rows, n_mask, offs_g, g_end):
+    """The [BLOCK_N, BLOCK_G] words and raw e4m3 scale bytes of groups ``offs_g`` (zero past ``g_end``)."""
+    mask = n_mask[:, None] & (offs_g < g_end)[None, :]
+    return (tl.load(w_rows + offs_g[None, :], mask=mask, other=0),
+            tl.load(s_rows + offs_g[None, :], mask=mask, other=0))
+
+
+@triton.jit
 def _interleave16(d, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr):
     """16 [BLOCK_N, BLOCK_G] tensors (code p of each group) -> [BLOCK_N, 16 BLOCK_G], code p of group g at 16 g + p."""
     q0 = tl.join(d[0], d[8])
@@ -391,11 +418,9 @@ def _mma_gemv_kernel(
     offs_r = tl.arange(0, 16)
     if MOE:
         expert = tl.load(IDS + pid_m).to(tl.int64)
-        if (expert < 0) | (expert >= E):
+        if (expert < 0) | (expert >= E):  # a padded or dropped slot
             return
-        W += expert * stride_we
-        S += expert * stride_se
-        G += expert
+        W, S, G = _expert_operands(expert, W, S, G, stride_we, stride_se)
         x_rows = X + (pid_m // TOPK).to(tl.int64) * stride_xm + offs_r * 0
         out_rows = pid_m + offs_r * 0
         r_mask = offs_r == 0
@@ -403,30 +428,19 @@ def _mma_gemv_kernel(
         out_rows = pid_m * 16 + offs_r
         r_mask = out_rows < M
         x_rows = X + out_rows.to(tl.int64) * stride_xm
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_mask = offs_n < N
-    w_rows = W + offs_n.to(tl.int64)[:, None] * stride_wn
-    s_rows = S + offs_n.to(tl.int64)[:, None] * stride_sn
-    g_begin = pid_k * G_PER_SPLIT
-    g_end = tl.minimum(g_begin + G_PER_SPLIT, KG)
+    offs_n, n_mask, w_rows, s_rows, g_begin, g_end = _row_stream(W, S, pid_n, pid_k, N, KG, G_PER_SPLIT,
+                                                                 stride_wn, stride_sn, BLOCK_N)
     acc = tl.zeros((BLOCK_N, 16), dtype=tl.float32)
     if PREFETCH:
-        offs_g = g_begin + tl.arange(0, BLOCK_G)
-        mask = n_mask[:, None] & (offs_g < g_end)[None, :]
-        w_next = tl.load(w_rows + offs_g[None, :], mask=mask, other=0)
-        s_next = tl.load(s_rows + offs_g[None, :], mask=mask, other=0)
+        w_next, s_next = _step_tiles(w_rows, s_rows, n_mask, g_begin + tl.arange(0, BLOCK_G), g_end)
     for g0 in range(g_begin, g_end, BLOCK_G):
         offs_g = g0 + tl.arange(0, BLOCK_G)
         if PREFETCH:  # this step's tiles were loaded last step; the next step's are in flight meanwhile
             w = w_next
             s = s_next
-            mask = n_mask[:, None] & (offs_g + BLOCK_G < g_end)[None, :]
-            w_next = tl.load(w_rows + (offs_g + BLOCK_G)[None, :], mask=mask, other=0)
-            s_next = tl.load(s_rows + (offs_g + BLOCK_G)[None, :], mask=mask, other=0)
+            w_next, s_next = _step_tiles(w_rows, s_rows, n_mask, offs_g + BLOCK_G, g_end)
         else:
-            mask = n_mask[:, None] & (offs_g < g_end)[None, :]
-            w = tl.load(w_rows + offs_g[None, :], mask=mask, other=0)
-            s = tl.load(s_rows + offs_g[None, :], mask=mask, other=0)
+            w, s = _step_tiles(w_rows, s_rows, n_mask, offs_g, g_end)
         s = s.to(tl.float8e4nv, bitcast=True).to(tl.float16)
         a = _interleave16(_scaled_codes_f16(w, s, ASM), BLOCK_N, BLOCK_G)
         k = g0 * 16 + tl.arange(0, BLOCK_G * 16)
@@ -468,12 +482,18 @@ def _split16(x):
 
 
 @triton.jit
+def _input_tile(x_row, offs_g, k_limit):
+    """[BLOCK_G, 16] fp32: the inputs of groups ``offs_g`` (0 at or past ``k_limit``)."""
+    k = offs_g[:, None] * 16 + tl.arange(0, 16)[None, :]
+    return tl.load(x_row + k, mask=k < k_limit, other=0.0).to(tl.float32)
+
+
+@triton.jit
 def _group_dot(d, x_row, offs_g, k_limit, F16_INPUTS: tl.constexpr = False):
     """Per (weight row, group): sum over the group's 16 inputs of code x input, in fp32 (inputs at or past
     ``k_limit`` read as 0: K's padding, and rows past M with a limit of 0). F16_INPUTS: the inputs x 2^-4
     rounded to fp16 first, as the fp16x2 path sees them."""
-    k = offs_g[:, None] * 16 + tl.arange(0, 16)[None, :]
-    xg = tl.load(x_row + k, mask=k < k_limit, other=0.0).to(tl.float32)
+    xg = _input_tile(x_row, offs_g, k_limit)
     if F16_INPUTS:
         xg = (xg * 0.0625).to(tl.float16).to(tl.float32)
     x = _split16(xg)
@@ -488,8 +508,7 @@ def _input_words_f16(x_row, offs_g, k_limit):
     """Each group's 16 inputs x 2^-4 rounded to fp16, four to an int64 word in memory order: 4 [BLOCK_G] tensors.
 
     Built once per step on the small [BLOCK_G, 16] input tile, so the per-(row, group) PTX reads ready pairs."""
-    k = offs_g[:, None] * 16 + tl.arange(0, 16)[None, :]
-    xg = tl.load(x_row + k, mask=k < k_limit, other=0.0).to(tl.float32) * 0.0625
+    xg = _input_tile(x_row, offs_g, k_limit) * 0.0625
     bits = xg.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int64) & 0xFFFF
     R: tl.constexpr = bits.shape[0]
     lo, hi = tl.split(tl.reshape(bits, (R, 4, 2, 2)))
@@ -534,43 +553,29 @@ def _gemv_kernel(
     pid_k = tl.program_id(2)
     if MOE:
         expert = tl.load(IDS + pid_m).to(tl.int64)
-        if (expert < 0) | (expert >= E):
+        if (expert < 0) | (expert >= E):  # a padded or dropped slot
             return
-        W += expert * stride_we
-        S += expert * stride_se
-        G += expert
+        W, S, G = _expert_operands(expert, W, S, G, stride_we, stride_se)
         x_row = X + (pid_m // TOPK).to(tl.int64) * stride_xm
     else:
         x_row = X + pid_m.to(tl.int64) * stride_xm
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_mask = offs_n < N
-    w_rows = W + offs_n.to(tl.int64)[:, None] * stride_wn
-    s_rows = S + offs_n.to(tl.int64)[:, None] * stride_sn
-    g_begin = pid_k * G_PER_SPLIT
-    g_end = tl.minimum(g_begin + G_PER_SPLIT, KG)
+    offs_n, n_mask, w_rows, s_rows, g_begin, g_end = _row_stream(W, S, pid_n, pid_k, N, KG, G_PER_SPLIT,
+                                                                 stride_wn, stride_sn, BLOCK_N)
     acc = tl.zeros((BLOCK_N, BLOCK_G), dtype=tl.float32)
     offs_g = g_begin + tl.arange(0, BLOCK_G)
-    mask = n_mask[:, None] & (offs_g < g_end)[None, :]
-    w_next = tl.load(w_rows + offs_g[None, :], mask=mask, other=0)
-    s_next = tl.load(s_rows + offs_g[None, :], mask=mask, other=0)
+    w_next, s_next = _step_tiles(w_rows, s_rows, n_mask, offs_g, g_end)
     if PREFETCH > 1:
-        mask = n_mask[:, None] & (offs_g + BLOCK_G < g_end)[None, :]
-        w_after = tl.load(w_rows + (offs_g + BLOCK_G)[None, :], mask=mask, other=0)
-        s_after = tl.load(s_rows + (offs_g + BLOCK_G)[None, :], mask=mask, other=0)
+        w_after, s_after = _step_tiles(w_rows, s_rows, n_mask, offs_g + BLOCK_G, g_end)
     for g0 in range(g_begin, g_end, BLOCK_G):
         offs_g = g0 + tl.arange(0, BLOCK_G)
         w = w_next
         s = s_next.to(tl.float8e4nv, bitcast=True).to(tl.float32)
-        ahead = offs_g + PREFETCH * BLOCK_G
-        mask = n_mask[:, None] & (ahead < g_end)[None, :]
         if PREFETCH > 1:
             w_next = w_after
             s_next = s_after
-            w_after = tl.load(w_rows + ahead[None, :], mask=mask, other=0)
-            s_after = tl.load(s_rows + ahead[None, :], mask=mask, other=0)
+            w_after, s_after = _step_tiles(w_rows, s_rows, n_mask, offs_g + 2 * BLOCK_G, g_end)
         else:
-            w_next = tl.load(w_rows + ahead[None, :], mask=mask, other=0)
-            s_next = tl.load(s_rows + ahead[None, :], mask=mask, other=0)
+            w_next, s_next = _step_tiles(w_rows, s_rows, n_mask, offs_g + PREFETCH * BLOCK_G, g_end)
         if F16_DOT:
             acc += _group_dot_f16(w, x_row, offs_g, K, ASM) * s
         else:
@@ -653,18 +658,15 @@ def _launch(kernel, grid: tuple[int, ...], like: torch.Tensor, args: tuple, num_
     time: w4a16-launch-overhead-h100.md). The key holds all Triton specializes on (``_specialization`` of each
     argument), the constexprs, warps, stages and the device, so a reused kernel is the one the JIT would pick."""
     with device_guard(like):
-        options = {"num_warps": num_warps} if num_stages is None else {"num_warps": num_warps, "num_stages": num_stages}
-        if like.device.type != "cuda":  # Triton's interpreter: no compiled kernel to keep
-            kernel[grid](*args, **constexprs, **options)
-            return
         key = (kernel, like.device.index, num_warps, num_stages, tuple(constexprs.items()),
                tuple(_specialization(value) for value in args))
         entry = _COMPILED.get(key)
         if entry is None:
+            options = {"num_warps": num_warps} if num_stages is None else {"num_warps": num_warps, "num_stages": num_stages}
             compiled = kernel[grid](*args, **constexprs, **options)
             if hasattr(compiled, "result"):  # an asynchronous compile's future
                 compiled = compiled.result()
-            if isinstance(compiled, CompiledKernel):
+            if isinstance(compiled, CompiledKernel):  # Triton's interpreter compiles nothing to keep
                 _COMPILED[key] = (compiled, tuple(kernel.arg_names[len(args):]))
             return
         compiled, names = entry

@@ -155,10 +155,14 @@ def _gemv_config(m: int, n: int, kg: int, device: torch.device) -> dict:
     sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" else 4
     few_rows = -(-n // GEMV_NARROW_TILE[0]) <= GEMV_PROGRAMS_PER_SM * sms
     block_n, block_g, prefetch = GEMV_NARROW_TILE if few_rows else GEMV_TILE
-    split_k = 1
-    if few_rows and -(-kg // block_g) > GEMV_SHORT_K_STEPS:
-        block_n, block_g, prefetch = GEMV_SPLIT_TILE
-        split_k = max(1, min(GEMV_SPLIT_PROGRAMS_PER_SM * sms // -(-n // block_n), kg // (block_g * GEMV_MIN_STEPS), 16))
+    if not few_rows or -(-kg // block_g) <= GEMV_SHORT_K_STEPS:
+        return _gemv_tile_config(block_n, block_g, prefetch)
+    block_n, block_g, prefetch = GEMV_SPLIT_TILE
+    split_k = max(1, min(GEMV_SPLIT_PROGRAMS_PER_SM * sms // -(-n // block_n), kg // (block_g * GEMV_MIN_STEPS), 16))
+    return _gemv_tile_config(block_n, block_g, prefetch, split_k)
+
+
+def _gemv_tile_config(block_n: int, block_g: int, prefetch: int, split_k: int = 1) -> dict:
     return {"BLOCK_N": block_n, "BLOCK_G": block_g, "SPLIT_K": split_k, "num_warps": GEMV_WARPS, "PREFETCH": prefetch}
 
 
@@ -336,8 +340,7 @@ def w4a16_moe(
         out = torch.empty((t * topk, n), dtype=x.dtype, device=x.device)
         w64 = packed_words(weight) if t * topk <= MOE_GEMV_MAX_PAIRS else None
         if w64 is not None:
-            block_n, block_g, prefetch = GEMV_SPLIT_TILE
-            config = {"BLOCK_N": block_n, "BLOCK_G": block_g, "SPLIT_K": 1, "num_warps": GEMV_WARPS, "PREFETCH": prefetch}
+            config = _gemv_tile_config(*GEMV_SPLIT_TILE)  # one pair per program row: K is never split
             launcher.gemv(x, w64, weight_scale.view(torch.uint8), global_scale, None, out, k, reciprocal_global, config,
                           topk_ids=topk_ids.reshape(-1), topk=topk)
             return out.view(t, topk, n)
