@@ -99,10 +99,12 @@ def linear_case(m: int, n: int, k: int, bw: float, config: dict | None = None) -
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     launcher = load_launcher("_w4a16_triton")
 
+    workspaces = [kw.w4a16_workspace(n, "cuda") for _ in range(copies)]  # one per layer, as served modules hold
+
     def ours(i):
         p, s, g = q[i]
         if config is None:
-            return lambda: kw.w4a16_linear(x, p, s, g)
+            return lambda: kw.w4a16_linear(x, p, s, g, workspace=workspaces[i])
         out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
         su8 = s.view(torch.uint8)
         if "BLOCK_G" in config:

@@ -91,7 +91,16 @@ def properties(fn, signature: dict, constexprs: dict, warps: int, stages: int, d
     mma = "mma" in compiled.asm["ptx"]
     lines = [line.split("info    :")[-1].strip() for line in (result.stdout + result.stderr).splitlines() if "spill" in line or "Used" in line]
     loop = f"; loop: {loop_profile(compiled, elements_per_thread_step)}" if elements_per_thread_step else ""
-    return f"{'; '.join(lines)}; tensor-core mma: {mma}{loop}"
+    return f"{'; '.join(lines)}; tensor-core mma: {mma}{loop}{_arrival_ptx(compiled.asm['ptx'])}"
+
+
+def _arrival_ptx(ptx: str) -> str:
+    """The same-launch split-K's synchronisation as compiled: its atomics and L1-bypassing loads (none elsewhere)."""
+    atomics = [next(word for word in line.split() if word.startswith("atom.")) for line in ptx.splitlines() if "atom." in line]
+    bypass = sum("ld.global.cg" in line for line in ptx.splitlines())
+    if not atomics:
+        return ""
+    return f"; arrival: {', '.join(sorted(set(atomics)))} x{len(atomics)}, ld.global.cg x{bypass}"
 
 
 def main() -> None:
@@ -107,28 +116,34 @@ def main() -> None:
                "stride_xm": "i32", "stride_ym": "i32", "stride_we": "i32", "stride_wn": "i32", "stride_se": "i32", "stride_sn": "i32",
                **{name: "constexpr" for name in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "PER_PAIR", "RECIPROCAL", "DOT_DTYPE", "IEEE")}}
     rows = []
-    decode_sig = {"X": "*bf16", "W": "*i64", "S": "*u8", "G": "*fp32", "B": "*bf16", "Y": "*bf16", "P": "*fp32", "IDS": "*i32",
+    decode_sig = {"X": "*bf16", "W": "*i64", "S": "*u8", "G": "*fp32", "B": "*bf16", "Y": "*bf16", "P": "*fp32", "C": "*i32", "IDS": "*i32",
                   "M": "i32", "N": "i32", "K": "i32", "KG": "i32", "G_PER_SPLIT": "i32", "TOPK": "i32", "E": "i32",
                   "stride_xm": "i32", "stride_ym": "i32", "stride_we": "i32", "stride_wn": "i32", "stride_se": "i32", "stride_sn": "i32",
-                  **{name: "constexpr" for name in ("BLOCK_N", "BLOCK_G", "SPLIT_K", "PREFETCH", "MOE", "HAS_BIAS", "RECIPROCAL", "ASM", "F16_DOT")}}
+                  **{name: "constexpr" for name in ("BLOCK_N", "BLOCK_G", "SPLIT_K", "SERIAL", "PREFETCH", "MOE", "HAS_BIAS", "RECIPROCAL", "ASM", "F16_DOT")}}
     divisible = tuple(name for name, kind in decode_sig.items() if kind != "constexpr" and name not in ("M", "N", "TOPK", "E"))
     for block_n, block_g, warps, prefetch, f16_dot in ((16, 16, 4, 2, False), (16, 32, 4, 2, False), (8, 64, 4, 2, True),
                                                        (16, 32, 4, 2, True), (32, 16, 4, 1, True)):
-        consts = {"BLOCK_N": block_n, "BLOCK_G": block_g, "SPLIT_K": 1, "PREFETCH": prefetch, "MOE": False, "HAS_BIAS": False,
-                  "RECIPROCAL": False, "ASM": True, "F16_DOT": f16_dot}
+        consts = {"BLOCK_N": block_n, "BLOCK_G": block_g, "SPLIT_K": 1, "SERIAL": False, "PREFETCH": prefetch, "MOE": False,
+                  "HAS_BIAS": False, "RECIPROCAL": False, "ASM": True, "F16_DOT": f16_dot}
         sums = "fp16x2 group sums" if f16_dot else "fp32 sums"
         rows.append((f"_gemv_kernel bf16, prefetch {prefetch}, {sums}", block_n, f"{block_g} groups", warps, 1,
                      properties(k._gemv_kernel, decode_sig, consts, warps, 1, divisible, block_n * block_g * 16 // (32 * warps))))
     mma_sig = {name: kind for name, kind in decode_sig.items() if name != "F16_DOT"}
     for block_n, block_g, warps, stages in ((64, 8, 4, 1), (64, 8, 4, 3), (128, 8, 8, 1)):
-        consts = {"BLOCK_N": block_n, "BLOCK_G": block_g, "SPLIT_K": 1, "PREFETCH": 0, "MOE": False, "HAS_BIAS": False,
-                  "RECIPROCAL": False, "ASM": True}
+        consts = {"BLOCK_N": block_n, "BLOCK_G": block_g, "SPLIT_K": 1, "SERIAL": False, "PREFETCH": 0, "MOE": False,
+                  "HAS_BIAS": False, "RECIPROCAL": False, "ASM": True}
         rows.append(("_mma_gemv_kernel bf16, 16 rows", block_n, f"{block_g} groups", warps, stages,
                      properties(k._mma_gemv_kernel, mma_sig, consts, warps, stages, divisible, block_n * block_g * 16 // (32 * warps))))
-    consts = {"BLOCK_N": 32, "BLOCK_G": 16, "SPLIT_K": 8, "PREFETCH": 1, "MOE": False, "HAS_BIAS": True, "RECIPROCAL": False,
-              "ASM": True, "F16_DOT": True}
-    rows.append(("_gemv_kernel bf16, split K 8", 32, "16 groups", 4, 1,
-                 properties(k._gemv_kernel, decode_sig, consts, 4, 1, divisible, 32 * 16 * 16 // 128)))
+    for serial in (False, True):
+        consts = {"BLOCK_N": 32, "BLOCK_G": 16, "SPLIT_K": 8, "SERIAL": serial, "PREFETCH": 1, "MOE": False, "HAS_BIAS": True,
+                  "RECIPROCAL": False, "ASM": True, "F16_DOT": True}
+        summed = "in the same launch" if serial else "by the reduce launch"
+        rows.append((f"_gemv_kernel bf16, split K 8, partials summed {summed}", 32, "16 groups", 4, 1,
+                     properties(k._gemv_kernel, decode_sig, consts, 4, 1, divisible, 32 * 16 * 16 // 128)))
+    consts = {"BLOCK_N": 64, "BLOCK_G": 8, "SPLIT_K": 8, "SERIAL": True, "PREFETCH": 0, "MOE": False, "HAS_BIAS": True,
+              "RECIPROCAL": False, "ASM": True}
+    rows.append(("_mma_gemv_kernel bf16, 16 rows, split K 8, partials summed in the same launch", 64, "8 groups", 4, 1,
+                 properties(k._mma_gemv_kernel, mma_sig, consts, 4, 1, divisible, 64 * 8 * 16 // 128)))
     for block_n, block_k, warps, stages in ((32, 128, 4, 4), (32, 256, 4, 4), (32, 256, 8, 4), (16, 256, 4, 4), (64, 128, 4, 4), (64, 256, 8, 3), (64, 512, 8, 3)):
         consts = {"BLOCK_M": 16, "BLOCK_N": block_n, "BLOCK_K": block_k, "SPLIT_K": 3, "HAS_BIAS": False,
                   "RECIPROCAL": False, "DOT_DTYPE": tl.bfloat16, "IEEE": False}

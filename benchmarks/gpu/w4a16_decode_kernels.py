@@ -1,7 +1,9 @@
 """The two W4A16 decode kernels side by side on one GPU: the CUDA-core GEMV (``gemv``) and the tensor-core
 decode GEMM (``mma_gemv``), over their tile grids, for M = 1, 4, 16 at the decode shapes and for the MoE decode
 step; bf16 cuBLAS in the same run. GPU time per call in a CUDA graph that streams every weight from HBM. The
-GEMV runs with each group's products summed in fp32 and as fp16x2 (``F16_DOT``).
+GEMV runs with each group's products summed in fp32 and as fp16x2 (``F16_DOT``). A split K's partials are
+summed by a second launch and, with a workspace, in the same launch (``--serial``); ``--read-floor`` adds a
+kernel that only streams each shape's packed bytes.
 
     PYTHONPATH=src python benchmarks/gpu/w4a16_decode_kernels.py --out FILE.json
 """
@@ -45,6 +47,37 @@ MMA = [dict(BLOCK_N=64, BLOCK_G=8, num_warps=4, num_stages=1), dict(BLOCK_N=64, 
 SPLITS = (1, 2, 4, 8, 16)
 
 
+READ_TILES = [(8, 64), (16, 32), (32, 16), (16, 64)]
+
+
+def read_floor_rows(q, m, n, k, copies, bf16, packed_bytes, bw) -> list[dict]:
+    """The fastest a single launch streams this shape's packed words and scale bytes (each row tile over its
+    K range, no decode and no arithmetic beyond an xor) over tiles and splits: the floor the GEMV is held to."""
+    import triton
+
+    from read_floor import stream_packed_kernel
+
+    rows = []
+    for (block_n, block_g), split in itertools.product(READ_TILES, (1, 2, 4, 8)):
+        kg = -(-k // 16)
+        g_per_split = -(-kg // split)
+        sink = torch.empty(split, n, dtype=torch.int64, device="cuda")
+
+        def call(i, block_n=block_n, block_g=block_g, split=split, g_per_split=g_per_split, sink=sink):
+            p, s, _ = q[i]
+            w64, su8 = kw.packed_words(p), s.view(torch.uint8)
+            grid = (triton.cdiv(n, block_n), split)
+            return lambda: stream_packed_kernel[grid](w64, su8, sink, n, kg, g_per_split, w64.stride(0), su8.stride(0),
+                                                      BLOCK_N=block_n, BLOCK_G=block_g, num_warps=4)
+
+        us = graph_time_us(call, copies)
+        rows.append({"kernel": "read_floor", "M": m, "N": n, "K": k, "graph_us": us, "bf16_graph_us": bf16,
+                     "speedup_vs_bf16": bf16 / us, "packed_bw_fraction_of_copy": packed_bytes / (us * 1e-6) / bw,
+                     "rel_l2_error_vs_dequantized_fp32": 0.0,
+                     "config": {"BLOCK_N": block_n, "BLOCK_G": block_g, "SPLIT_K": split}})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, required=True)
@@ -54,8 +87,13 @@ def main() -> None:
     parser.add_argument("--no-moe", action="store_true")
     parser.add_argument("--shapes", default="", help="N x K weight shapes instead of the decode shapes: 4096x14336,...")
     parser.add_argument("--gemv", default="", help="indices into the GEMV tile list (default: all)")
+    parser.add_argument("--serial", default="0,1",
+                        help="split-K partials summed by a second launch (0), in the same launch with a workspace (1)")
+    parser.add_argument("--read-floor", action="store_true",
+                        help="also time a kernel that only streams the packed words and scales (no decode, no math)")
     args = parser.parse_args()
     ms = [int(v) for v in args.ms.split(",")]
+    serials = [int(v) for v in args.serial.split(",")]
     splits = [int(v) for v in args.splits.split(",")]
     launcher = load_launcher("_w4a16_triton")
     bw = copy_bandwidth()
@@ -75,35 +113,44 @@ def main() -> None:
         kernels = [("mma_gemv", c) for c in MMA] + ([("gemv", c) for c in gemv_tiles] if m <= 4 else [])
         best = {}
         kernels = [(name, c) for name, c in kernels if name in args.kernels.split(",")]
-        for (name, base), split in itertools.product(kernels, splits):
+        workspace = kw.w4a16_workspace(m * (n + 8), "cuda")  # every tiling; the graph's calls run in turn, so they share it
+        variants = [(kernel, split, serial) for kernel, split, serial in itertools.product(kernels, splits, serials)
+                    if split > 1 or not serial]
+        for (name, base), split, serial in variants:
             config = {**base, "SPLIT_K": split}
             fn = getattr(launcher, name)
 
-            def call(i, fn=fn, config=config):
+            def call(i, fn=fn, config=config, serial=serial):
                 p, s, g = q[i]
                 w64, su8 = kw.packed_words(p), s.view(torch.uint8)
-                return lambda: fn(x, w64, su8, g, None, out, k, False, config)
+                return lambda: fn(x, w64, su8, g, None, out, k, False, config, counters=workspace if serial else None)
 
             try:
                 call(0)()
                 rel = float((out.float() - ref).norm() / ref.norm())
                 us = graph_time_us(call, copies)
-                row = {"kernel": name, "M": m, "N": n, "K": k, "config": config, "graph_us": us, "bf16_graph_us": bf16,
+                assert not serial or not workspace.any(), "the same-launch split left its counters non-zero"
+                row = {"kernel": name, "M": m, "N": n, "K": k, "config": config, "serial": serial, "graph_us": us, "bf16_graph_us": bf16,
                        "speedup_vs_bf16": bf16 / us, "packed_bw_fraction_of_copy": packed_bytes / (us * 1e-6) / bw,
                        "rel_l2_error_vs_dequantized_fp32": rel}
             except Exception as exc:  # noqa: BLE001 - a config that fails is recorded, not fatal
                 row = {"kernel": name, "M": m, "N": n, "K": k, "config": config, "error": f"{type(exc).__name__}: {exc}"[:300]}
             result["linear"].append(row)
-        # what w4a16_linear dispatches to, with its own tile choice
-        rel = float((kw.w4a16_linear(x, *q[0]).float() - ref).norm() / ref.norm())
-        us = graph_time_us(lambda i: (lambda: kw.w4a16_linear(x, *q[i])), copies)
-        result["linear"].append({"kernel": "dispatch", "M": m, "N": n, "K": k, "graph_us": us, "bf16_graph_us": bf16,
-                                 "rel_l2_error_vs_dequantized_fp32": rel,
-                                 "speedup_vs_bf16": bf16 / us, "packed_bw_fraction_of_copy": packed_bytes / (us * 1e-6) / bw,
-                                 "config": kw._gemv_config(m, n, -(-k // 16), x.device) if m <= kw.GEMV_MAX_M else {}})
+        # what w4a16_linear dispatches to, with its own tile choice: as a layer calls it (with its workspace), and without
+        for serial in serials:
+            space = workspace if serial else None
+            rel = float((kw.w4a16_linear(x, *q[0], workspace=space).float() - ref).norm() / ref.norm())
+            us = graph_time_us(lambda i: (lambda: kw.w4a16_linear(x, *q[i], workspace=space)), copies)
+            config = kw._gemv_config(m, n, -(-k // 16), x.device) if m <= kw.GEMV_MAX_M else {}
+            result["linear"].append({"kernel": "dispatch", "M": m, "N": n, "K": k, "serial": serial, "graph_us": us,
+                                     "bf16_graph_us": bf16, "rel_l2_error_vs_dequantized_fp32": rel, "speedup_vs_bf16": bf16 / us,
+                                     "packed_bw_fraction_of_copy": packed_bytes / (us * 1e-6) / bw, "config": config})
+        if args.read_floor:
+            result["linear"].extend(read_floor_rows(q, m, n, k, copies, bf16, packed_bytes, bw))
         for row in result["linear"]:
             if row["M"] == m and row["N"] == n and row["K"] == k and "graph_us" in row:
-                name = row["kernel"] + ("-f16dot" if row["config"].get("F16_DOT") else "")
+                name = (row["kernel"] + ("-f16dot" if row["config"].get("F16_DOT") else "")
+                        + ("-serial" if row.get("serial") and row["config"].get("SPLIT_K", 1) > 1 else ""))
                 if name not in best or row["graph_us"] < best[name]["graph_us"]:
                     best[name] = row
         for name, row in best.items():

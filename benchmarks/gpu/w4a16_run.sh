@@ -4,6 +4,8 @@
 #   probe  the example's served record (example/report.json)
 #   bench  benchmarks/w4a16.py (extra arguments are passed on, e.g. --quick --sweep)
 #   model  benchmarks/w4a16_model.py (whole-model decode at realistic widths)
+#   split  benchmarks/gpu/w4a16_decode_kernels.py at M = 1: GEMV tiles x split K, partials summed by a second
+#          launch and in the same launch (workspace), and the read floor of each shape (not in the default PARTS)
 #   PARTS="tests probe bench" bash benchmarks/gpu/w4a16_run.sh OUT [benchmark args]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,4 +35,9 @@ fi
 if [[ " $parts " == *" model "* ]]; then
   PYTHONPATH=tests/fakekernels:src HYBRIDLOAD_DISABLE=1 timeout ${MODEL_TIMEOUT:-150} python3 benchmarks/w4a16_model.py \
     --out "$out/w4a16-model-h100.json" 2>&1 | tail -n 30 > "$out/w4a16-model.log"; tail -n 5 "$out/w4a16-model.log"
+fi
+if [[ " $parts " == *" split "* ]]; then
+  PYTHONPATH=src HYBRIDLOAD_DISABLE=1 timeout ${SPLIT_TIMEOUT:-400} python3 benchmarks/gpu/w4a16_decode_kernels.py \
+    --out "$out/w4a16-decode-split-h100.json" --ms 1 --kernels gemv --no-moe --gemv 2,6,7,8 --serial 0,1 --read-floor \
+    --shapes 4096x4096,21504x4096,4096x21504,1856x2688,2688x1856,4096x14336 2>&1 | tee "$out/w4a16-decode-split.log"
 fi

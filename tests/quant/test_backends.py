@@ -96,3 +96,18 @@ def test_native_path_helpers_quantize_activations_and_tile_scales() -> None:
     assert blocked[(5 % 32) * 16 + (5 // 32) * 4 + 2].item() == raw[5, 2].item()
     assert blocked[(40 % 32) * 16 + (40 // 32) * 4 + 3].item() == raw[40, 3].item()
     assert pack_codes(unpack_codes(packed)).equal(packed)
+
+
+def test_kernel_workspace_is_one_zeroed_tensor_per_layer_outside_the_tree() -> None:
+    """The split-K counters a layer hands the W4A16 kernels: kept across calls, one per layer and device, and
+    not a parameter or buffer (the served tree and state dict stay the checkpoint's)."""
+    from hybridload.kernels.w4a16 import w4a16_workspace_size
+
+    first, second = NVFP4Linear(64, 300), NVFP4Linear(64, 300)
+    names = set(first.state_dict()) | {name for name, _ in first.named_buffers()}
+    space = first.kernel_workspace(torch.device("cpu"))
+    assert space.dtype == torch.int32 and space.numel() == w4a16_workspace_size(300) and not space.any()
+    assert first.kernel_workspace(torch.device("cpu")) is space
+    assert second.kernel_workspace(torch.device("cpu")) is not space
+    assert set(first.state_dict()) | {name for name, _ in first.named_buffers()} == names
+    assert first.kernel_workspace(torch.device("meta")).device.type == "meta"  # a new device gets its own

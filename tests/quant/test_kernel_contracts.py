@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hybridload.kernels import KernelArgumentError
-from hybridload.kernels.w4a16 import nvfp4_dequantize, w4a16_linear, w4a16_moe
+from hybridload.kernels.w4a16 import nvfp4_dequantize, w4a16_linear, w4a16_moe, w4a16_workspace
 
 N, K = 32, 64
 
@@ -25,7 +25,8 @@ def _args(device: str = "meta", **over):
 
 
 def test_meta_inputs_pass_and_give_shapes() -> None:
-    out = w4a16_linear(**_args(), bias=torch.empty(N, dtype=torch.bfloat16, device="meta"))
+    out = w4a16_linear(**_args(), bias=torch.empty(N, dtype=torch.bfloat16, device="meta"),
+                       workspace=w4a16_workspace(N, "meta"))
     assert out.shape == (3, N) and out.dtype == torch.bfloat16 and out.device.type == "meta"
     out = w4a16_linear(**_args(x=torch.empty(2, 5, K, dtype=torch.float16, device="meta")))
     assert out.shape == (2, 5, N) and out.dtype == torch.float16
@@ -53,6 +54,11 @@ def test_meta_inputs_pass_and_give_shapes() -> None:
         ({"global_scale": torch.empty(2, dtype=torch.float32, device="meta")}, "one-element float32 tensor"),
         ({"global_scale": torch.empty((), dtype=torch.bfloat16, device="meta")}, "global_scale must be one of float32"),
         ({"global_scale": 0.5}, "global_scale must be a tensor"),
+        ({"workspace": torch.empty(4, dtype=torch.int64, device="meta")}, "workspace must be one of int32"),
+        ({"workspace": torch.empty(3, dtype=torch.int32, device="meta")}, r"at least 4 elements \(w4a16_workspace\(N=32"),
+        ({"workspace": torch.empty(2, 4, dtype=torch.int32, device="meta")}, "contiguous 1-d int32"),
+        ({"workspace": torch.empty(8, dtype=torch.int32, device="meta")[::2]}, "contiguous 1-d int32"),
+        ({"workspace": torch.empty(4, dtype=torch.int32)}, "all tensors must be on one device"),
     ],
 )
 def test_linear_contract_violations(over: dict, match: str) -> None:

@@ -149,3 +149,69 @@ def test_later_launches_reuse_the_compiled_kernel_of_their_specialization() -> N
     shifted.copy_(x)
     assert torch.equal(kw.w4a16_linear(shifted, p, s, g), first)
     assert len(launcher._COMPILED) == len(keys) + 1
+
+
+_GEMV_NARROW = dict(BLOCK_N=8, BLOCK_G=16, num_warps=4, PREFETCH=2)
+_GEMV_WIDE = dict(BLOCK_N=32, BLOCK_G=16, num_warps=4, PREFETCH=1)
+_MMA = dict(BLOCK_N=64, BLOCK_G=8, num_warps=4, num_stages=1)
+
+
+@pytest.mark.parametrize("dtype,kernel,m,config", [  # the tensor-core GEMM takes 16-bit inputs only
+    (torch.float32, "gemv", 1, _GEMV_NARROW), (torch.float16, "gemv", 1, _GEMV_NARROW),
+    (torch.float32, "gemv", 3, _GEMV_WIDE), (torch.float16, "gemv", 3, _GEMV_WIDE),
+    (torch.float16, "mma_gemv", 5, _MMA), (torch.bfloat16, "mma_gemv", 5, _MMA), (torch.bfloat16, "gemv", 1, _GEMV_NARROW),
+], ids=lambda v: str(v).removeprefix("torch.") if not isinstance(v, dict) else str(v["BLOCK_N"]))
+@pytest.mark.parametrize("split", [2, 3, 5])
+def test_same_launch_split_k_equals_the_reduce_launch_and_leaves_its_counters_zero(
+    dtype: torch.dtype, kernel: str, m: int, config: dict, split: int
+) -> None:
+    """With a workspace the last of a tile's split programs sums the partials in split order: the same bits as
+    the second (reduce) launch, and every arrival counter is back at zero for the next call."""
+    from hybridload.kernels import _w4a16_triton as launcher
+
+    n, k = 200, 2500  # a partial last row tile and a partial last group; 157 groups split 2, 3, 5 ways exactly
+    p, s, g = _weights(n, k, seed=11)
+    x = torch.randn(m, k, device=DEVICE, dtype=dtype)
+    bias = torch.randn(n, device=DEVICE, dtype=dtype)
+    w64, su8 = kw.packed_words(p), s.view(torch.uint8)
+    cfg = {**config, "SPLIT_K": split}
+    two_launches = torch.empty(m, n, device=DEVICE, dtype=dtype)
+    getattr(launcher, kernel)(x, w64, su8, g, bias, two_launches, k, False, cfg)
+    workspace = kw.w4a16_workspace(m * n, DEVICE)
+    for _ in range(2):  # the second call relies on the first leaving the counters at zero
+        one_launch = torch.empty(m, n, device=DEVICE, dtype=dtype)
+        getattr(launcher, kernel)(x, w64, su8, g, bias, one_launch, k, False, cfg, counters=workspace)
+        assert torch.equal(one_launch, two_launches)
+        assert not workspace.any()
+    _check(one_launch, F.linear(x.float(), dequantize_nvfp4(p, s, g, in_features=k), bias.float()))
+
+
+def test_linear_with_a_workspace_equals_the_call_without() -> None:
+    """The public path: a layer's workspace changes where the split partials are summed, not the result."""
+    p, s, g = _weights(128, 32768, seed=12)  # long K over few rows: the decode GEMV splits K
+    x = torch.randn(1, 32768, device=DEVICE, dtype=torch.float16)
+    workspace = kw.w4a16_workspace(128, DEVICE)
+    assert kw._gemv_config(1, 128, 2048, x.device)["SPLIT_K"] > 1
+    assert torch.equal(kw.w4a16_linear(x, p, s, g, workspace=workspace), kw.w4a16_linear(x, p, s, g))
+    assert not workspace.any()
+
+
+def test_same_launch_split_k_replays_in_a_cuda_graph() -> None:
+    """Captured with a workspace, every replay recomputes from the new input and leaves the counters zero."""
+    p, s, g = _weights(128, 32768, seed=13)
+    x = torch.randn(1, 32768, device="cuda", dtype=torch.bfloat16)
+    workspace = kw.w4a16_workspace(128, "cuda")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        kw.w4a16_linear(x, p, s, g, workspace=workspace)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = kw.w4a16_linear(x, p, s, g, workspace=workspace)
+    for _ in range(3):
+        x.copy_(torch.randn_like(x))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(y, kw.w4a16_linear(x, p, s, g))
+        assert not workspace.any()

@@ -180,6 +180,49 @@ def _global_scale(G, RECIPROCAL: tl.constexpr):
 
 
 @triton.jit
+def _bias(bias_ptrs, bias_mask, BIAS_COLUMN: tl.constexpr):
+    bias = tl.load(bias_ptrs, mask=bias_mask, other=0.0).to(tl.float32)
+    if BIAS_COLUMN:
+        bias = bias[:, None]
+    return bias
+
+
+@triton.jit
+def _write_result(total, y_ptrs, p_ptrs, split_stride, C, tile, pid_k, mask, bias_ptrs, bias_mask, G,
+                  SPLIT_K: tl.constexpr, SERIAL: tl.constexpr, HAS_BIAS: tl.constexpr, RECIPROCAL: tl.constexpr,
+                  BIAS_COLUMN: tl.constexpr = False):
+    """Write a decode program's fp32 sums ``total`` (elements at ``y_ptrs`` of the output).
+
+    K unsplit: x per-tensor scale + bias, to the output. K split: to this split's slot of the fp32 partials
+    (``p_ptrs`` is slot 0, slots ``split_stride`` apart); a reduce launch sums them, or with SERIAL the last of
+    the tile's SPLIT_K programs to arrive does, in split order (the reduce kernel's order: the same bits). The
+    arrival counter ``C[tile]`` is zero at launch and is left zero (serial split-K with a self-resetting
+    semaphore, as CUTLASS does): the CTA's partial stores are ordered before one thread's release-add by a
+    barrier; the last arrival's acquire orders its L1-bypassing (``.cg``) loads of the other partials after.
+    BIAS_COLUMN: ``total`` holds outputs along dim 0 (the tensor-core kernel's transposed tile)."""
+    if SPLIT_K == 1:
+        out = total * _global_scale(G, RECIPROCAL)
+        if HAS_BIAS:
+            out += _bias(bias_ptrs, bias_mask, BIAS_COLUMN)
+        tl.store(y_ptrs, out.to(y_ptrs.dtype.element_ty), mask=mask)
+    else:
+        tl.store(p_ptrs + pid_k.to(tl.int64) * split_stride, total, mask=mask)
+        if SERIAL:
+            tl.debug_barrier()
+            arrived = tl.atomic_add(C + tile, 1, sem="acq_rel", scope="gpu")
+            if arrived == SPLIT_K - 1:
+                tl.debug_barrier()  # the acquire (one thread) before any thread's loads of the other partials
+                tl.store(C + tile, 0)
+                acc = tl.load(p_ptrs, mask=mask, other=0.0, cache_modifier=".cg")
+                for s in tl.static_range(1, SPLIT_K):
+                    acc += tl.load(p_ptrs + s * split_stride, mask=mask, other=0.0, cache_modifier=".cg")
+                out = acc * _global_scale(G, RECIPROCAL)
+                if HAS_BIAS:
+                    out += _bias(bias_ptrs, bias_mask, BIAS_COLUMN)
+                tl.store(y_ptrs, out.to(y_ptrs.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _weight_tile(W, S, offs_n, n_mask, k0, KH, stride_wn, stride_sn, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                  DOT_DTYPE: tl.constexpr, scale_factor=1.0):
     """(low, high): the even- and odd-column weight values of a [BLOCK_N, BLOCK_K] tile, scaled by their
@@ -403,10 +446,10 @@ def _interleave16(d, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr):
 
 @triton.jit
 def _mma_gemv_kernel(
-    X, W, S, G, B, Y, P, IDS,
+    X, W, S, G, B, Y, P, C, IDS,
     M, N, K, KG, G_PER_SPLIT, TOPK, E,
     stride_xm, stride_ym, stride_we, stride_wn, stride_se, stride_sn,
-    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, SPLIT_K: tl.constexpr, PREFETCH: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, SPLIT_K: tl.constexpr, SERIAL: tl.constexpr, PREFETCH: tl.constexpr,
     MOE: tl.constexpr, HAS_BIAS: tl.constexpr, RECIPROCAL: tl.constexpr, ASM: tl.constexpr,
 ):
     """y[m] = x[m] @ dequant(W).T for up to 16 rows on tensor cores: the packed tile is decoded to fp16 in
@@ -449,13 +492,10 @@ def _mma_gemv_kernel(
         acc = tl.dot(a, b, acc)
     acc = acc * 1024.0  # the decode's 2^-6 and the input's 2^-4
     mask = n_mask[:, None] & r_mask[None, :]
-    if SPLIT_K == 1:
-        out = acc * _global_scale(G, RECIPROCAL)
-        if HAS_BIAS:
-            out += tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)[:, None]
-        tl.store(Y + out_rows.to(tl.int64)[None, :] * stride_ym + offs_n[:, None], out.to(Y.dtype.element_ty), mask=mask)
-    else:
-        tl.store(P + (pid_k * M + out_rows).to(tl.int64)[None, :] * N + offs_n[:, None], acc, mask=mask)
+    rows = out_rows.to(tl.int64)[None, :]
+    _write_result(acc, Y + rows * stride_ym + offs_n[:, None], P + rows * N + offs_n[:, None], M * N,
+                  C, pid_m * tl.num_programs(1) + pid_n, pid_k, mask, B + offs_n, n_mask, G,
+                  SPLIT_K, SERIAL, HAS_BIAS, RECIPROCAL, BIAS_COLUMN=True)
 
 
 @triton.jit
@@ -537,10 +577,10 @@ def _group_dot_f16(w, x_row, offs_g, k_limit, ASM: tl.constexpr):
 
 @triton.jit
 def _gemv_kernel(
-    X, W, S, G, B, Y, P, IDS,
+    X, W, S, G, B, Y, P, C, IDS,
     M, N, K, KG, G_PER_SPLIT, TOPK, E,
     stride_xm, stride_ym, stride_we, stride_wn, stride_se, stride_sn,
-    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, SPLIT_K: tl.constexpr, PREFETCH: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, SPLIT_K: tl.constexpr, SERIAL: tl.constexpr, PREFETCH: tl.constexpr,
     MOE: tl.constexpr, HAS_BIAS: tl.constexpr, RECIPROCAL: tl.constexpr, ASM: tl.constexpr, F16_DOT: tl.constexpr,
 ):
     """y[m] = x[m] @ dequant(W).T, one row per program row (dense), or one routed (token, expert) pair (MOE).
@@ -584,13 +624,9 @@ def _gemv_kernel(
         total = tl.sum(acc, axis=1) * 1024.0
     else:
         total = tl.sum(acc, axis=1) * 64.0
-    if SPLIT_K == 1:
-        out = total * _global_scale(G, RECIPROCAL)
-        if HAS_BIAS:
-            out += tl.load(B + offs_n, mask=n_mask, other=0.0).to(tl.float32)
-        tl.store(Y + pid_m.to(tl.int64) * stride_ym + offs_n, out.to(Y.dtype.element_ty), mask=n_mask)
-    else:  # the reduce applies the per-tensor scale and the bias
-        tl.store(P + (pid_k * M + pid_m).to(tl.int64) * N + offs_n, total, mask=n_mask)
+    _write_result(total, Y + pid_m.to(tl.int64) * stride_ym + offs_n, P + pid_m.to(tl.int64) * N + offs_n, M * N,
+                  C, pid_m * tl.num_programs(1) + pid_n, pid_k, n_mask, B + offs_n, n_mask, G,
+                  SPLIT_K, SERIAL, HAS_BIAS, RECIPROCAL)
 
 
 @triton.jit
@@ -747,9 +783,12 @@ def _asm(device: torch.device) -> bool:
 def _launch_decode(
     kernel, rows_per_program: int, x2: torch.Tensor, w64: torch.Tensor, scale_u8: torch.Tensor, gscale: torch.Tensor,
     bias: torch.Tensor | None, out: torch.Tensor, k: int, reciprocal: bool, config: dict,
-    topk_ids: torch.Tensor | None, topk: int, prefetch: int, stages: int, **variant: bool,
+    topk_ids: torch.Tensor | None, topk: int, prefetch: int, stages: int, counters: torch.Tensor | None,
+    **variant: bool,
 ) -> torch.Tensor:
-    """One launch of a word-decoding kernel (dense rows or routed pairs), plus the split-K reduce when K is split."""
+    """One launch of a word-decoding kernel (dense rows or routed pairs). When K is split, the partials are
+    summed in the same launch if ``counters`` (int32 zeros, one per output tile) is given and large enough,
+    else by a second launch (the reduce)."""
     moe = topk_ids is not None
     n, kg = w64.shape[-2], w64.shape[-1]
     m = out.shape[0]
@@ -760,16 +799,17 @@ def _launch_decode(
     partials = torch.empty((split_k, m, n), dtype=torch.float32, device=x2.device) if split_k > 1 else out
     experts = w64.shape[0] if moe else 1
     grid = (m if moe else _cdiv(m, rows_per_program), _cdiv(n, block_n), split_k)
+    serial = split_k > 1 and counters is not None and counters.numel() >= grid[0] * grid[1]
     _launch(kernel, grid, x2, (
-        x2, w64, scale_u8, gscale, bias if bias is not None else out, out, partials,
+        x2, w64, scale_u8, gscale, bias if bias is not None else out, out, partials, counters if serial else gscale,
         topk_ids if moe else gscale,
         m, n, k, kg, g_per_split, topk, experts,
         x2.stride(0), out.stride(0), w64.stride(0) if moe else 0, w64.stride(-2),
         scale_u8.stride(0) if moe else 0, scale_u8.stride(-2),
     ), config["num_warps"], stages,
-        BLOCK_N=block_n, BLOCK_G=block_g, SPLIT_K=split_k, PREFETCH=prefetch, MOE=moe,
+        BLOCK_N=block_n, BLOCK_G=block_g, SPLIT_K=split_k, SERIAL=serial, PREFETCH=prefetch, MOE=moe,
         HAS_BIAS=bias is not None, RECIPROCAL=reciprocal, ASM=_asm(x2.device), **variant)
-    if split_k > 1:
+    if split_k > 1 and not serial:
         _reduce_partials(partials, gscale, bias, out, reciprocal)
     return out
 
@@ -777,26 +817,28 @@ def _launch_decode(
 def gemv(
     x2: torch.Tensor, w64: torch.Tensor, scale_u8: torch.Tensor, gscale: torch.Tensor, bias: torch.Tensor | None,
     out: torch.Tensor, k: int, reciprocal: bool, config: dict,
-    topk_ids: torch.Tensor | None = None, topk: int = 1,
+    topk_ids: torch.Tensor | None = None, topk: int = 1, counters: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Decode GEMV: ``out`` rows = x rows @ dequant(W).T (each row streams the weight: meant for one), or with
     ``topk_ids`` one row per routed (token, expert) pair. ``w64``: (E,) N x KG int64 words; ``config``:
     BLOCK_N, BLOCK_G, SPLIT_K, num_warps, PREFETCH (steps loaded ahead, 1 or 2), F16_DOT (16-bit inputs: sum
-    each group's products as fp16x2, default on; fp32 inputs always sum in fp32)."""
+    each group's products as fp16x2, default on; fp32 inputs always sum in fp32). ``counters``: see
+    ``_launch_decode``."""
     f16_dot = x2.dtype != torch.float32 and config.get("F16_DOT", True)
     return _launch_decode(_gemv_kernel, 1, x2, w64, scale_u8, gscale, bias, out, k, reciprocal, config,
-                          topk_ids, topk, config.get("PREFETCH", 1), 1, F16_DOT=f16_dot)
+                          topk_ids, topk, config.get("PREFETCH", 1), 1, counters, F16_DOT=f16_dot)
 
 
 def mma_gemv(
     x2: torch.Tensor, w64: torch.Tensor, scale_u8: torch.Tensor, gscale: torch.Tensor, bias: torch.Tensor | None,
     out: torch.Tensor, k: int, reciprocal: bool, config: dict,
-    topk_ids: torch.Tensor | None = None, topk: int = 1,
+    topk_ids: torch.Tensor | None = None, topk: int = 1, counters: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Tensor-core decode GEMM: ``out`` rows = x rows (16 a program) @ dequant(W).T, or one row per routed pair.
-    ``config``: BLOCK_N, BLOCK_G, SPLIT_K, num_warps, num_stages, PREFETCH (0 or 1)."""
+    ``config``: BLOCK_N, BLOCK_G, SPLIT_K, num_warps, num_stages, PREFETCH (0 or 1). ``counters``: see
+    ``_launch_decode``."""
     return _launch_decode(_mma_gemv_kernel, 16, x2, w64, scale_u8, gscale, bias, out, k, reciprocal, config,
-                          topk_ids, topk, config.get("PREFETCH", 0), config["num_stages"])
+                          topk_ids, topk, config.get("PREFETCH", 0), config["num_stages"], counters)
 
 
 def dequantize(

@@ -44,7 +44,8 @@ MOE_PER_PAIR_MAX = 64
 MOE_GEMV_MAX_PAIRS = 32
 MOE_BLOCK_M = 16
 
-__all__ = ["w4a16_linear", "w4a16_moe", "nvfp4_dequantize", "GEMM_MAX_M", "GEMV_MAX_M", "MMA_MAX_M"]
+__all__ = ["w4a16_linear", "w4a16_moe", "w4a16_workspace", "w4a16_workspace_size", "nvfp4_dequantize", "GEMM_MAX_M",
+           "GEMV_MAX_M", "MMA_MAX_M"]
 
 
 def packed_words(weight: torch.Tensor) -> torch.Tensor | None:
@@ -151,7 +152,8 @@ def _gemv_config(m: int, n: int, kg: int, device: torch.device) -> dict:
     per SM, else 16 (32 groups); two steps prefetched. K is split only when it is long (over
     ``GEMV_SHORT_K_STEPS`` steps) and the rows are few: then ``GEMV_SPLIT_TILE`` (32 rows x 16 groups, one step
     prefetched) with K split to about ``GEMV_SPLIT_PROGRAMS_PER_SM`` programs per SM, each split at least
-    ``GEMV_MIN_STEPS`` steps. A split costs a second launch (the reduce), about 4 us in a CUDA graph."""
+    ``GEMV_MIN_STEPS`` steps. Without a workspace a split costs a second launch (the reduce), about 4 us in a
+    CUDA graph; the rule was measured that way."""
     sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" else 4
     few_rows = -(-n // GEMV_NARROW_TILE[0]) <= GEMV_PROGRAMS_PER_SM * sms
     block_n, block_g, prefetch = GEMV_NARROW_TILE if few_rows else GEMV_TILE
@@ -195,6 +197,28 @@ def _moe_config(n: int, kp: int) -> dict:
     return {"BLOCK_M": MOE_BLOCK_M, "BLOCK_N": 32, "BLOCK_K": block_k, "num_warps": 4, "num_stages": 4}
 
 
+def w4a16_workspace_size(n: int) -> int:
+    """Arrival counters a layer of ``n`` outputs needs: one per output tile of a one-row GEMV (the smallest
+    tile, ``GEMV_NARROW_TILE``), which also covers the tensor-core decode GEMM up to ``MMA_MAX_M`` rows."""
+    return -(-n // GEMV_NARROW_TILE[0])
+
+
+def w4a16_workspace(n: int, device: torch.device | str) -> torch.Tensor:
+    """A zeroed int32 workspace for :func:`w4a16_linear` of a layer with ``n`` outputs on ``device``."""
+    return torch.zeros(w4a16_workspace_size(n), dtype=torch.int32, device=device)
+
+
+def _check_workspace(fn: str, workspace: object, n: int) -> None:
+    check.tensor(fn, "workspace", workspace)
+    assert isinstance(workspace, torch.Tensor)
+    check.dtype(fn, "workspace", workspace, (torch.int32,))
+    if workspace.dim() != 1 or not workspace.is_contiguous() or workspace.numel() < w4a16_workspace_size(n):
+        raise check.fail(
+            fn, f"workspace must be a contiguous 1-d int32 tensor of at least {w4a16_workspace_size(n)} elements "
+            f"(w4a16_workspace(N={n}, device)), got shape {tuple(workspace.shape)}"
+        )
+
+
 def w4a16_linear(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -203,10 +227,15 @@ def w4a16_linear(
     bias: torch.Tensor | None = None,
     *,
     reciprocal_global: bool = False,
+    workspace: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``x @ dequant(weight).T + bias`` with NVFP4 ``weight`` (N, ceil(K/16)*8) uint8, ``weight_scale``
     (N, ceil(K/16)) float8_e4m3fn and ``global_scale`` a one-element float32 tensor (``weight_scale_2``;
     with ``reciprocal_global`` its inverse, compressed-tensors' ``weight_global_scale``).
+
+    ``workspace`` (from :func:`w4a16_workspace`, one per layer, kept across calls) lets a decode call that splits
+    K sum its partials in the same launch instead of a second one; the kernels leave it zeroed. Calls sharing
+    one workspace must not run concurrently (different streams, or graphs replayed at the same time).
 
     Returns x.shape[:-1] + (N,) in x's dtype. x: bf16/fp16/fp32, stride 1 along K.
     """
@@ -222,8 +251,11 @@ def w4a16_linear(
         check.shape(fn, "bias", bias, (n,), "(N,)")
         if not bias.is_contiguous():
             raise check.fail(fn, "bias must be contiguous")
+    if workspace is not None:
+        _check_workspace(fn, workspace, n)
     x2 = _rows(fn, x)
-    check.device(fn, {"x": x, "weight": weight, "weight_scale": weight_scale, "global_scale": global_scale, "bias": bias})
+    check.device(fn, {"x": x, "weight": weight, "weight_scale": weight_scale, "global_scale": global_scale, "bias": bias,
+                      "workspace": workspace})
     out_shape = (*x.shape[:-1], n)
     if x.device.type == "meta" or x.numel() == 0:
         return torch.empty(out_shape, dtype=x.dtype, device=x.device)
@@ -239,9 +271,11 @@ def w4a16_linear(
                 config = _gemm_config(m, n, weight.shape[1] * 2, x.device)
                 launcher.gemm(x2, weight, scale_u8, global_scale, bias, out, k, reciprocal_global, config)
             elif m <= GEMV_MAX_M or x.dtype == torch.float32:  # fp32 inputs stay fp32 (the MMA takes fp16)
-                launcher.gemv(x2, w64, scale_u8, global_scale, bias, out, k, reciprocal_global, _gemv_config(m, n, w64.shape[1], x.device))
+                config = _gemv_config(m, n, w64.shape[1], x.device)
+                launcher.gemv(x2, w64, scale_u8, global_scale, bias, out, k, reciprocal_global, config, counters=workspace)
             else:
-                launcher.mma_gemv(x2, w64, scale_u8, global_scale, bias, out, k, reciprocal_global, _mma_config(w64.shape[1]))
+                launcher.mma_gemv(x2, w64, scale_u8, global_scale, bias, out, k, reciprocal_global, _mma_config(w64.shape[1]),
+                                  counters=workspace)
             return out.view(out_shape)
         dense = torch.empty((n, k), dtype=x.dtype, device=x.device)
         launcher.dequantize(weight, scale_u8, global_scale, dense, k, reciprocal_global, w64)

@@ -73,7 +73,8 @@ def nvfp4_forward(module: Any, x: torch.Tensor) -> torch.Tensor:
     if module.backend == TRITON:
         from ..kernels.w4a16 import w4a16_linear
 
-        return w4a16_linear(x, weight, scale, gscale, module.bias, reciprocal_global=reciprocal)
+        return w4a16_linear(x, weight, scale, gscale, module.bias, reciprocal_global=reciprocal,
+                            workspace=module.kernel_workspace(weight.device))
     if module.backend == NATIVE:
         return native_nvfp4_linear(module, x)
     dense = dequantize_nvfp4(weight, scale, gscale, in_features=module.in_features, dtype=x.dtype, reciprocal=reciprocal)

@@ -77,6 +77,18 @@ class NVFP4Linear(_QuantizedLinear):
     def packed(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.weight, self.weight_scale
 
+    def kernel_workspace(self, device: torch.device) -> torch.Tensor:
+        """This layer's W4A16 workspace on ``device`` (split-K arrival counters, left zeroed by every call): made
+        on first use and kept, as a plain attribute (not a buffer: the module tree and state dict are the
+        checkpoint's). One per layer, so layers never share counters."""
+        workspace = self.__dict__.get("_kernel_workspace")
+        if workspace is None or workspace.device != device:
+            from ..kernels.w4a16 import w4a16_workspace
+
+            workspace = w4a16_workspace(self.out_features, device)
+            self.__dict__["_kernel_workspace"] = workspace
+        return workspace
+
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return backends.nvfp4_forward(self, input)
 
