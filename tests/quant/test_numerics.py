@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from hybridload.errors import QuantizationError
+from hybridload.quant import numerics
 from hybridload.quant.numerics import (
     E2M1_VALUES,
     dequantize_fp8,
@@ -34,6 +35,24 @@ def _e4m3_by_definition(byte: int) -> float:
     if exponent == 0:
         return sign * mantissa / 8 * 2.0**-6
     return sign * (1 + mantissa / 8) * 2.0 ** (exponent - 7)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64])
+def test_e2m1_values_computed_from_the_code_bits_equal_the_table_bit_for_bit(dtype: torch.dtype) -> None:
+    """The on-device table a CUDA-graph capture uses is the same 16 float32 bit patterns, -0.0 included."""
+    computed = numerics.e2m1_from_codes(torch.arange(16, dtype=dtype))
+    assert computed.dtype == torch.float32
+    assert torch.equal(computed.view(torch.int32), numerics.e2m1_table().view(torch.int32))
+
+
+def test_reference_dequantization_keeps_one_table_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Made once per device, so a call copies nothing from the host (and can be captured in a CUDA graph)."""
+    monkeypatch.setattr(numerics, "_DEVICE_TABLES", {})
+    p, s, g = quantize_nvfp4(torch.randn(8, 32))
+    first = dequantize_nvfp4(p, s, g)
+    kept = numerics._DEVICE_TABLES[torch.device("cpu")]
+    assert torch.equal(dequantize_nvfp4(p, s, g), first)
+    assert numerics._DEVICE_TABLES == {torch.device("cpu"): kept} and numerics._device_e2m1_table(torch.device("cpu")) is kept
 
 
 def test_the_16_codes_decode_by_their_bit_fields() -> None:

@@ -215,3 +215,31 @@ def test_same_launch_split_k_replays_in_a_cuda_graph() -> None:
         torch.cuda.synchronize()
         assert torch.equal(y, kw.w4a16_linear(x, p, s, g))
         assert not workspace.any()
+
+
+@pytest.mark.parametrize("kept", [False, True], ids=["table-made-in-capture", "table-kept"])
+def test_reference_dequantization_captures_in_a_cuda_graph(kept: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plain-PyTorch path (dequantize, then F.linear) copies nothing from the host, so it captures: with the
+    device's e2m1 table kept from an eager call, or computed on the device when the capture comes first."""
+    from hybridload.quant import numerics
+
+    monkeypatch.setattr(numerics, "_DEVICE_TABLES", {})
+    p, s, g = _weights(256, 512, seed=14)
+    x = torch.randn(1, 512, device="cuda", dtype=torch.bfloat16)
+    plain = lambda: F.linear(x, dequantize_nvfp4(p, s, g, dtype=torch.bfloat16))  # noqa: E731
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        if kept:
+            plain()
+        else:  # warm cuBLAS up without dequantizing
+            F.linear(x, torch.zeros(256, 512, device="cuda", dtype=torch.bfloat16))
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = plain()
+    assert (torch.device("cuda", torch.cuda.current_device()) in numerics._DEVICE_TABLES) == kept
+    x.copy_(torch.randn_like(x))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(y, plain())

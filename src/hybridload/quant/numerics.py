@@ -37,6 +37,36 @@ def e2m1_table(device: torch.device | str | None = None) -> torch.Tensor:
     return torch.tensor(E2M1_VALUES, dtype=torch.float32, device=device)
 
 
+def e2m1_from_codes(codes: torch.Tensor) -> torch.Tensor:
+    """e2m1 values of integer ``codes`` from their bits, on their device (no host data): magnitude bits
+    ``e e m`` are ``m / 2`` for ``e = 0`` and ``(1 + m / 2) * 2^(e - 1)`` otherwise; bit 3 the sign."""
+    codes = codes.to(torch.int32)
+    magnitude = codes & 7
+    exponent = magnitude >> 1
+    half = (magnitude & 1).to(torch.float32) * 0.5
+    value = torch.where(exponent == 0, half, torch.ldexp(1.0 + half, exponent - 1))
+    return torch.where(codes >= 8, -value, value)
+
+
+#: the e2m1 table per device, each made once outside CUDA-graph capture (see _device_e2m1_table)
+_DEVICE_TABLES: dict[torch.device, torch.Tensor] = {}
+
+
+def _device_e2m1_table(device: torch.device) -> torch.Tensor:
+    """The 16 code values on ``device``, kept per device so a call copies nothing from the host: a host-to-device
+    copy per call costs a synchronous transfer in eager mode and cannot be captured in a CUDA graph. During
+    capture, with no table kept for the device yet, it is computed on the device from the code bits instead
+    (a tensor made inside a capture holds nothing until replay, so it is not kept)."""
+    table = _DEVICE_TABLES.get(device)
+    if table is not None:
+        return table
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return e2m1_from_codes(torch.arange(16, device=device))
+    table = e2m1_table(device)
+    _DEVICE_TABLES[device] = table
+    return table
+
+
 def padded_k(in_features: int, group_size: int = GROUP_SIZE) -> int:
     """Input width as stored: rounded up to a whole number of scale groups."""
     return math.ceil(in_features / group_size) * group_size
@@ -135,7 +165,7 @@ def dequantize_nvfp4(
             f"weight_scale shape {tuple(scale.shape)} does not fit packed weight {tuple(packed.shape)} "
             f"(expected {(*packed.shape[:-1], kp // GROUP_SIZE)})"
         )
-    values = e2m1_table(packed.device)[unpack_codes(packed).long()]
+    values = _device_e2m1_table(packed.device)[unpack_codes(packed).long()]
     scale_2 = scale_2.to(torch.float32)
     if scale_2.numel() == 1:
         scale_2 = scale_2.reshape(())
