@@ -151,6 +151,10 @@ def test_later_launches_reuse_the_compiled_kernel_of_their_specialization() -> N
     assert len(launcher._COMPILED) == len(keys) + 1
 
 
+def _no_second_launch(*args: object) -> None:
+    raise AssertionError("with a workspace the split-K partials are summed in the same launch")
+
+
 _GEMV_NARROW = dict(BLOCK_N=8, BLOCK_G=16, num_warps=4, PREFETCH=2)
 _GEMV_WIDE = dict(BLOCK_N=32, BLOCK_G=16, num_warps=4, PREFETCH=1)
 _MMA = dict(BLOCK_N=64, BLOCK_G=8, num_warps=4, num_stages=1)
@@ -163,7 +167,7 @@ _MMA = dict(BLOCK_N=64, BLOCK_G=8, num_warps=4, num_stages=1)
 ], ids=lambda v: str(v).removeprefix("torch.") if not isinstance(v, dict) else str(v["BLOCK_N"]))
 @pytest.mark.parametrize("split", [2, 3, 5])
 def test_same_launch_split_k_equals_the_reduce_launch_and_leaves_its_counters_zero(
-    dtype: torch.dtype, kernel: str, m: int, config: dict, split: int
+    dtype: torch.dtype, kernel: str, m: int, config: dict, split: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a workspace the last of a tile's split programs sums the partials in split order: the same bits as
     the second (reduce) launch, and every arrival counter is back at zero for the next call."""
@@ -178,6 +182,7 @@ def test_same_launch_split_k_equals_the_reduce_launch_and_leaves_its_counters_ze
     two_launches = torch.empty(m, n, device=DEVICE, dtype=dtype)
     getattr(launcher, kernel)(x, w64, su8, g, bias, two_launches, k, False, cfg)
     workspace = kw.w4a16_workspace(m * n, DEVICE)
+    monkeypatch.setattr(launcher, "_reduce_partials", _no_second_launch)
     for _ in range(2):  # the second call relies on the first leaving the counters at zero
         one_launch = torch.empty(m, n, device=DEVICE, dtype=dtype)
         getattr(launcher, kernel)(x, w64, su8, g, bias, one_launch, k, False, cfg, counters=workspace)
@@ -186,13 +191,17 @@ def test_same_launch_split_k_equals_the_reduce_launch_and_leaves_its_counters_ze
     _check(one_launch, F.linear(x.float(), dequantize_nvfp4(p, s, g, in_features=k), bias.float()))
 
 
-def test_linear_with_a_workspace_equals_the_call_without() -> None:
+def test_linear_with_a_workspace_equals_the_call_without(monkeypatch: pytest.MonkeyPatch) -> None:
     """The public path: a layer's workspace changes where the split partials are summed, not the result."""
+    from hybridload.kernels import _w4a16_triton as launcher
+
     p, s, g = _weights(128, 32768, seed=12)  # long K over few rows: the decode GEMV splits K
     x = torch.randn(1, 32768, device=DEVICE, dtype=torch.float16)
     workspace = kw.w4a16_workspace(128, DEVICE)
     assert kw._gemv_config(1, 128, 2048, x.device)["SPLIT_K"] > 1
-    assert torch.equal(kw.w4a16_linear(x, p, s, g, workspace=workspace), kw.w4a16_linear(x, p, s, g))
+    two_launches = kw.w4a16_linear(x, p, s, g)
+    monkeypatch.setattr(launcher, "_reduce_partials", _no_second_launch)
+    assert torch.equal(kw.w4a16_linear(x, p, s, g, workspace=workspace), two_launches)
     assert not workspace.any()
 
 
