@@ -252,3 +252,32 @@ def test_reference_dequantization_captures_in_a_cuda_graph(kept: bool, monkeypat
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(y, plain())
+
+
+def test_a_layer_first_called_inside_a_capture_keeps_no_workspace_made_there() -> None:
+    """A workspace made inside a capture would hold no zeros until replay: the captured call sums its split
+    partials with the second launch, and the first eager call makes and keeps the layer's workspace."""
+    from hybridload.quant import backends
+    from hybridload.quant.modules import NVFP4Linear
+
+    p, s, g = _weights(128, 32768, seed=15)
+    layer = NVFP4Linear(32768, 128, device="cuda")
+    with torch.no_grad():
+        layer.weight.copy_(p), layer.weight_scale.copy_(s), layer.weight_scale_2.copy_(g.reshape(()))
+    layer.backend = backends.TRITON
+    x = torch.randn(1, 32768, device="cuda", dtype=torch.bfloat16)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        expected = kw.w4a16_linear(x, p, s, g)  # compiles the two-launch kernels outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        y = layer(x)
+    assert "_kernel_workspace" not in layer.__dict__
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(y, expected)
+    with torch.no_grad():
+        assert torch.equal(layer(x), expected)
+    assert layer.__dict__["_kernel_workspace"].device == x.device

@@ -77,13 +77,18 @@ class NVFP4Linear(_QuantizedLinear):
     def packed(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.weight, self.weight_scale
 
-    def kernel_workspace(self, device: torch.device) -> torch.Tensor:
+    def kernel_workspace(self, device: torch.device) -> torch.Tensor | None:
         """This layer's W4A16 workspace on ``device`` (split-K arrival counters, left zeroed by every call): made
         on first use and kept, as a plain attribute (not a buffer: the module tree and state dict are the
-        checkpoint's). One per layer, so layers never share counters."""
+        checkpoint's). One per layer, so layers never share counters. None when the first use is inside a
+        CUDA-graph capture (a tensor made there holds no zeros until replay): that call sums split partials
+        with a second launch instead."""
         workspace = self.__dict__.get("_kernel_workspace")
         if workspace is None or workspace.device != device:
             from ..kernels.w4a16 import w4a16_workspace
+
+            if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+                return None
 
             workspace = w4a16_workspace(self.out_features, device)
             self.__dict__["_kernel_workspace"] = workspace
