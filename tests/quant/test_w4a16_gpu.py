@@ -254,7 +254,7 @@ def test_reference_dequantization_captures_in_a_cuda_graph(kept: bool, monkeypat
     assert torch.equal(y, plain())
 
 
-def test_a_layer_first_called_inside_a_capture_keeps_no_workspace_made_there() -> None:
+def test_a_layer_first_called_inside_a_cuda_graph_capture_keeps_no_workspace_made_there() -> None:
     """A workspace made inside a capture would hold no zeros until replay: the captured call sums its split
     partials with the second launch, and the first eager call makes and keeps the layer's workspace."""
     from hybridload.quant import backends
