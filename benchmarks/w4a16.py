@@ -298,6 +298,7 @@ def main() -> None:
     parser.add_argument("--gemv-sweep", action="store_true", help="time the GEMV kernel's tile grid at M=1 first")
     parser.add_argument("--quick", action="store_true", help="decode shapes only")
     parser.add_argument("--lean", action="store_true", help="M=1 and 16 decode, M=64 and 2048 prefill, MoE at one token")
+    parser.add_argument("--shapes", default="", help="decode N x K shapes instead of the default ones: 4096x21504,...")
     args = parser.parse_args()
     torch.manual_seed(0)
     bw = copy_bandwidth()
@@ -305,7 +306,8 @@ def main() -> None:
     print(json.dumps(result["environment"]), f"copy {bw / 1e9:.0f} GB/s", flush=True)
     if args.gemv_sweep:
         result["gemv_sweep"] = gemv_sweep(bw)
-    for n, k in DECODE_SHAPES:
+    decode_shapes = [tuple(int(v) for v in shape.split("x")) for shape in args.shapes.split(",")] if args.shapes else DECODE_SHAPES
+    for n, k in decode_shapes:
         for m in ((1, 16) if args.lean else (1, 4, 16)):
             row = linear_case(m, n, k, bw)
             result["decode"].append(row)

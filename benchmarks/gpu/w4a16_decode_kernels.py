@@ -141,7 +141,7 @@ def main() -> None:
             space = workspace if serial else None
             rel = float((kw.w4a16_linear(x, *q[0], workspace=space).float() - ref).norm() / ref.norm())
             us = graph_time_us(lambda i: (lambda: kw.w4a16_linear(x, *q[i], workspace=space)), copies)
-            config = kw._gemv_config(m, n, -(-k // 16), x.device) if m <= kw.GEMV_MAX_M else {}
+            config = kw._gemv_config(m, n, -(-k // 16), x.device, bool(serial)) if m <= kw.GEMV_MAX_M else {}
             result["linear"].append({"kernel": "dispatch", "M": m, "N": n, "K": k, "serial": serial, "graph_us": us,
                                      "bf16_graph_us": bf16, "rel_l2_error_vs_dequantized_fp32": rel, "speedup_vs_bf16": bf16 / us,
                                      "packed_bw_fraction_of_copy": packed_bytes / (us * 1e-6) / bw, "config": config})

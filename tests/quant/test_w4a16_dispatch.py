@@ -105,13 +105,19 @@ def test_gemv_tiles_by_rows_and_splits_k_only_for_a_long_k_over_few_rows(monkeyp
     monkeypatch.setattr(kw, "_sm_count", lambda index: 132)
     cuda = torch.device("cuda", 0)
 
-    def tile(n: int, k: int) -> tuple[int, int, int, int]:
-        config = kw._gemv_config(1, n, k // 16, cuda)
+    def tile(n: int, k: int, same_launch_split: bool = False) -> tuple[int, int, int, int]:
+        config = kw._gemv_config(1, n, k // 16, cuda, same_launch_split)
         return config["BLOCK_N"], config["BLOCK_G"], config["PREFETCH"], config["SPLIT_K"]
 
     for n, k in ((4096, 4096), (1024, 4096), (1856, 2688), (4096, 14336)):  # at most 4 programs of 8 rows per SM
         assert tile(n, k) == (*kw.GEMV_NARROW_TILE, 1), (n, k)
     for n, k in ((21504, 4096), (8192, 8192), (16384, 21504)):
         assert tile(n, k) == (*kw.GEMV_TILE, 1), (n, k)
+        assert tile(n, k, True) == (*kw.GEMV_TILE, 1), (n, k)  # many rows: never split
     assert tile(4096, 21504) == (*kw.GEMV_SPLIT_TILE, 8)  # 128 programs of the split tile: about 8 per SM
     assert tile(1024, 21504)[3] == 16  # capped
+    # a split summed in the same launch pays from a shorter K: 14 steps of 64 groups split, 8 do not
+    assert tile(4096, 14336, True) == (*kw.GEMV_SPLIT_TILE, 8)
+    assert tile(4096, 12288, True) == (*kw.GEMV_SPLIT_TILE, 8)
+    for n, k in ((4096, 4096), (4096, 8192), (1856, 2688)):
+        assert tile(n, k, True) == (*kw.GEMV_NARROW_TILE, 1), (n, k)

@@ -145,19 +145,20 @@ def _gemm_config(m: int, n: int, kp: int, device: torch.device) -> dict:
     return {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "SPLIT_K": split_k, "num_warps": 4, "num_stages": 4}
 
 
-def _gemv_config(m: int, n: int, kg: int, device: torch.device) -> dict:
-    """GEMV tiles by shape (the M = 1 sweep over ten shapes on an H100: w4a16-decode-kernels-h100.json).
+def _gemv_config(m: int, n: int, kg: int, device: torch.device, same_launch_split: bool = False) -> dict:
+    """GEMV tiles by shape (the M = 1 sweeps on an H100: w4a16-decode-kernels-h100.json, w4a16-decode-split-h100.json).
 
     Rows are tiled 8 to a program (64 groups a step) while that gives at most ``GEMV_PROGRAMS_PER_SM`` programs
-    per SM, else 16 (32 groups); two steps prefetched. K is split only when it is long (over
-    ``GEMV_SHORT_K_STEPS`` steps) and the rows are few: then ``GEMV_SPLIT_TILE`` (32 rows x 16 groups, one step
-    prefetched) with K split to about ``GEMV_SPLIT_PROGRAMS_PER_SM`` programs per SM, each split at least
-    ``GEMV_MIN_STEPS`` steps. Without a workspace a split costs a second launch (the reduce), about 4 us in a
-    CUDA graph; the rule was measured that way."""
+    per SM, else 16 (32 groups); two steps prefetched. K is split only when it is long and the rows are few:
+    over ``GEMV_SHORT_K_STEPS`` steps when a split costs a second launch (the reduce, about 4 us in a CUDA
+    graph), over ``GEMV_SHORT_K_STEPS_SAME_LAUNCH`` when the call has a workspace (``same_launch_split``). Then
+    ``GEMV_SPLIT_TILE`` (32 rows x 16 groups, one step prefetched) with K split to about
+    ``GEMV_SPLIT_PROGRAMS_PER_SM`` programs per SM, each split at least ``GEMV_MIN_STEPS`` steps."""
     sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" else 4
     few_rows = -(-n // GEMV_NARROW_TILE[0]) <= GEMV_PROGRAMS_PER_SM * sms
     block_n, block_g, prefetch = GEMV_NARROW_TILE if few_rows else GEMV_TILE
-    if not few_rows or -(-kg // block_g) <= GEMV_SHORT_K_STEPS:
+    short = GEMV_SHORT_K_STEPS_SAME_LAUNCH if same_launch_split else GEMV_SHORT_K_STEPS
+    if not few_rows or -(-kg // block_g) <= short:
         return _gemv_tile_config(block_n, block_g, prefetch)
     block_n, block_g, prefetch = GEMV_SPLIT_TILE
     split_k = max(1, min(GEMV_SPLIT_PROGRAMS_PER_SM * sms // -(-n // block_n), kg // (block_g * GEMV_MIN_STEPS), 16))
@@ -175,6 +176,8 @@ GEMV_SPLIT_TILE = (32, 16, 1)
 GEMV_WARPS = 4
 GEMV_PROGRAMS_PER_SM = 4
 GEMV_SHORT_K_STEPS = 16
+#: with a workspace, 4096 x 12288 (12 steps) and 4096 x 14336 (14) run faster split, 4096 x 8192 (8) unsplit
+GEMV_SHORT_K_STEPS_SAME_LAUNCH = 8
 GEMV_SPLIT_PROGRAMS_PER_SM = 8
 GEMV_MIN_STEPS = 2
 
@@ -271,7 +274,7 @@ def w4a16_linear(
                 config = _gemm_config(m, n, weight.shape[1] * 2, x.device)
                 launcher.gemm(x2, weight, scale_u8, global_scale, bias, out, k, reciprocal_global, config)
             elif m <= GEMV_MAX_M or x.dtype == torch.float32:  # fp32 inputs stay fp32 (the MMA takes fp16)
-                config = _gemv_config(m, n, w64.shape[1], x.device)
+                config = _gemv_config(m, n, w64.shape[1], x.device, same_launch_split=workspace is not None)
                 launcher.gemv(x2, w64, scale_u8, global_scale, bias, out, k, reciprocal_global, config, counters=workspace)
             else:
                 launcher.mma_gemv(x2, w64, scale_u8, global_scale, bias, out, k, reciprocal_global, _mma_config(w64.shape[1]),
