@@ -180,46 +180,48 @@ def _global_scale(G, RECIPROCAL: tl.constexpr):
 
 
 @triton.jit
-def _bias(bias_ptrs, bias_mask, BIAS_COLUMN: tl.constexpr):
-    bias = tl.load(bias_ptrs, mask=bias_mask, other=0.0).to(tl.float32)
-    if BIAS_COLUMN:
-        bias = bias[:, None]
-    return bias
+def _store_output(total, y_ptrs, mask, bias_ptrs, bias_mask, G, HAS_BIAS: tl.constexpr, RECIPROCAL: tl.constexpr,
+                  BIAS_COLUMN: tl.constexpr):
+    """``total`` x per-tensor scale + bias, stored at ``y_ptrs`` in the output's dtype. BIAS_COLUMN: the outputs
+    run along dim 0 (the tensor-core kernel's transposed tile)."""
+    out = total * _global_scale(G, RECIPROCAL)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptrs, mask=bias_mask, other=0.0).to(tl.float32)
+        if BIAS_COLUMN:
+            bias = bias[:, None]
+        out += bias
+    tl.store(y_ptrs, out.to(y_ptrs.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _write_result(total, y_ptrs, p_ptrs, split_stride, C, tile, pid_k, mask, bias_ptrs, bias_mask, G,
+def _write_result(total, y_ptrs, p_ptrs, split_stride, C, mask, bias_ptrs, bias_mask, G,
                   SPLIT_K: tl.constexpr, SERIAL: tl.constexpr, HAS_BIAS: tl.constexpr, RECIPROCAL: tl.constexpr,
                   BIAS_COLUMN: tl.constexpr = False):
     """Write a decode program's fp32 sums ``total`` (elements at ``y_ptrs`` of the output).
 
-    K unsplit: x per-tensor scale + bias, to the output. K split: to this split's slot of the fp32 partials
-    (``p_ptrs`` is slot 0, slots ``split_stride`` apart); a reduce launch sums them, or with SERIAL the last of
-    the tile's SPLIT_K programs to arrive does, in split order (the reduce kernel's order: the same bits). The
-    arrival counter ``C[tile]`` is zero at launch and is left zero (serial split-K with a self-resetting
-    semaphore, as CUTLASS does): the CTA's partial stores are ordered before one thread's release-add by a
-    barrier; the last arrival's acquire orders its L1-bypassing (``.cg``) loads of the other partials after.
-    BIAS_COLUMN: ``total`` holds outputs along dim 0 (the tensor-core kernel's transposed tile)."""
+    K unsplit: to the output (``_store_output``). K split: to this split's slot of the fp32 partials (``p_ptrs``
+    is slot 0, slots ``split_stride`` apart); a reduce launch sums them, or with SERIAL the last of the tile's
+    SPLIT_K programs to arrive does, in split order (the reduce kernel's order: the same bits). The tile's
+    arrival counter in ``C`` (one per (program row, program column)) is zero at launch and is left zero (serial
+    split-K with a self-resetting semaphore, as CUTLASS does): the CTA's partial stores are ordered before one
+    thread's release-add by a barrier; the last arrival's acquire orders its L1-bypassing (``.cg``) loads of the
+    other partials after."""
     if SPLIT_K == 1:
-        out = total * _global_scale(G, RECIPROCAL)
-        if HAS_BIAS:
-            out += _bias(bias_ptrs, bias_mask, BIAS_COLUMN)
-        tl.store(y_ptrs, out.to(y_ptrs.dtype.element_ty), mask=mask)
+        _store_output(total, y_ptrs, mask, bias_ptrs, bias_mask, G, HAS_BIAS, RECIPROCAL, BIAS_COLUMN)
     else:
+        pid_k = tl.program_id(2)
         tl.store(p_ptrs + pid_k.to(tl.int64) * split_stride, total, mask=mask)
         if SERIAL:
+            counter = C + tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
             tl.debug_barrier()
-            arrived = tl.atomic_add(C + tile, 1, sem="acq_rel", scope="gpu")
+            arrived = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu")
             if arrived == SPLIT_K - 1:
                 tl.debug_barrier()  # the acquire (one thread) before any thread's loads of the other partials
-                tl.store(C + tile, 0)
+                tl.store(counter, 0)
                 acc = tl.load(p_ptrs, mask=mask, other=0.0, cache_modifier=".cg")
                 for s in tl.static_range(1, SPLIT_K):
                     acc += tl.load(p_ptrs + s * split_stride, mask=mask, other=0.0, cache_modifier=".cg")
-                out = acc * _global_scale(G, RECIPROCAL)
-                if HAS_BIAS:
-                    out += _bias(bias_ptrs, bias_mask, BIAS_COLUMN)
-                tl.store(y_ptrs, out.to(y_ptrs.dtype.element_ty), mask=mask)
+                _store_output(acc, y_ptrs, mask, bias_ptrs, bias_mask, G, HAS_BIAS, RECIPROCAL, BIAS_COLUMN)
 
 
 @triton.jit
@@ -494,8 +496,7 @@ def _mma_gemv_kernel(
     mask = n_mask[:, None] & r_mask[None, :]
     rows = out_rows.to(tl.int64)[None, :]
     _write_result(acc, Y + rows * stride_ym + offs_n[:, None], P + rows * N + offs_n[:, None], M * N,
-                  C, pid_m * tl.num_programs(1) + pid_n, pid_k, mask, B + offs_n, n_mask, G,
-                  SPLIT_K, SERIAL, HAS_BIAS, RECIPROCAL, BIAS_COLUMN=True)
+                  C, mask, B + offs_n, n_mask, G, SPLIT_K, SERIAL, HAS_BIAS, RECIPROCAL, BIAS_COLUMN=True)
 
 
 @triton.jit
@@ -625,8 +626,7 @@ def _gemv_kernel(
     else:
         total = tl.sum(acc, axis=1) * 64.0
     _write_result(total, Y + pid_m.to(tl.int64) * stride_ym + offs_n, P + pid_m.to(tl.int64) * N + offs_n, M * N,
-                  C, pid_m * tl.num_programs(1) + pid_n, pid_k, n_mask, B + offs_n, n_mask, G,
-                  SPLIT_K, SERIAL, HAS_BIAS, RECIPROCAL)
+                  C, n_mask, B + offs_n, n_mask, G, SPLIT_K, SERIAL, HAS_BIAS, RECIPROCAL)
 
 
 @triton.jit
