@@ -97,3 +97,20 @@ def test_the_whole_model_and_example_numbers_are_the_recorded_ones():
     assert example["greedy_parts_at"] is None and example["served_tokens"] == example["twin_tokens"]
     assert f"model's {len(example['served_tokens'][0])} greedy tokens equal" in text
     assert f"{example['decode_steps_compared']} one-row decode steps within {example['decode_logits_rel_l2']:.1%}" in text
+
+
+def test_the_weight_bytes_are_the_counted_ones_and_match_the_served_model():
+    """The meta-tree count of the 8-layer model equals the bytes the GPU record measured on the served model;
+    at Nemotron-3-Nano-30B-A3B's depth the whole model is within 0.3x of bf16, every quantized linear 9/32."""
+    counted = json.loads((RESULTS / "w4a16-weight-bytes-cpu.json").read_text())["models"]
+    served = json.loads((RESULTS / "w4a16-model-h100.json").read_text())
+    small = counted["w4a16_model.py scale, 8 layers"]
+    assert (small["served_bytes"], small["bf16_model_bytes"]) == (served["nvfp4"]["weight_bytes"], served["bf16"]["weight_bytes"])
+    full = counted["nemotron-3-nano-30b-a3b widths, 52 layers"]
+    assert full["served_over_bf16"] <= 0.3 < small["served_over_bf16"]
+    for row in counted.values():
+        assert 9 / 32 <= row["quantized_linears_over_bf16"] < 9 / 32 + 1e-4
+    text = _doc()
+    assert f"{full['served_bytes'] / 1e9:.2f} GB against {full['bf16_model_bytes'] / 1e9:.2f} GB, **{full['served_over_bf16']:.3f}×**" in text
+    assert f"{small['served_bytes']:,} against {small['bf16_model_bytes']:,} bytes" in text
+    assert f"{full['unquantized_share_of_served']:.1%} at Nemotron-3-Nano-30B-A3B" in text
