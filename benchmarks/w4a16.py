@@ -18,6 +18,7 @@ the whole weight with :func:`hybridload.quant.numerics.dequantize_nvfp4`, then `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
@@ -90,6 +91,34 @@ def packed(n: int, k: int, seed: int):
     return p, s, g.reshape(1)
 
 
+@contextlib.contextmanager
+def decode_launches(pdl: bool):
+    """The decode kernels launched with programmatic dependent launch (``pdl``: each call's programs may be
+    scheduled while the previous kernel drains, and wait for it) or plainly ordered, for side-by-side rows."""
+    launcher = load_launcher("_w4a16_triton")
+    saved = launcher.DECODE_PDL
+    launcher.DECODE_PDL = pdl
+    try:
+        yield
+    finally:
+        launcher.DECODE_PDL = saved
+
+
+def after_a_plain_kernel_us(make_call, copies: int, x: torch.Tensor) -> float:
+    """GPU time of one call when each call follows an ordinary elementwise kernel on its input (as a linear
+    follows a norm or an activation in a model), that kernel's own time subtracted."""
+    scratch = torch.empty_like(x)
+
+    def norm_like(i):
+        return lambda: torch.mul(x, 1.0, out=scratch)
+
+    def pair(i):
+        call = make_call(i)
+        return lambda: (torch.mul(x, 1.0, out=scratch), call())
+
+    return graph_time_us(pair, copies) - graph_time_us(norm_like, copies)
+
+
 def linear_case(m: int, n: int, k: int, bw: float, config: dict | None = None) -> dict:
     packed_bytes = n * (k // 2) + n * (k // 16) + 4
     bf16_bytes = n * k * 2
@@ -138,6 +167,13 @@ def linear_case(m: int, n: int, k: int, bw: float, config: dict | None = None) -
         "packed_bytes": packed_bytes,
     }
     if config is None and m <= 16:
+        with decode_launches(pdl=True):
+            row["w4a16_graph_us_pdl"] = graph_time_us(ours, copies)
+        if m == 1:
+            row["w4a16_graph_us_after_a_plain_kernel"] = after_a_plain_kernel_us(ours, copies, x)
+            with decode_launches(pdl=True):
+                row["w4a16_graph_us_after_a_plain_kernel_pdl"] = after_a_plain_kernel_us(ours, copies, x)
+            row["bf16_graph_us_after_a_plain_kernel"] = after_a_plain_kernel_us(bf16, bf_copies, x)
         row["plain_pytorch_eager_us"] = eager_us(plain)
         row["plain_pytorch_graph_us"] = graph_time_us(plain_call, copies)
         row["speedup_vs_plain_pytorch_graph"] = row["plain_pytorch_graph_us"] / row["w4a16_graph_us"]
@@ -315,7 +351,11 @@ def main() -> None:
                   f"bf16 {row['bf16_graph_us']:.1f} / {row['bf16_eager_us']:.1f}; x{row['speedup_vs_bf16_graph']:.2f} vs bf16 (graph), "
                   f"{row['packed_bw_fraction_of_copy']:.0%} of copy bw"
                   + (f", x{row['speedup_vs_plain_pytorch_eager']:.1f} (eager) / x{row['speedup_vs_plain_pytorch_graph']:.1f} "
-                     "(graph) vs plain PyTorch" if "speedup_vs_plain_pytorch_eager" in row else ""),
+                     "(graph) vs plain PyTorch" if "speedup_vs_plain_pytorch_eager" in row else "")
+                  + (f"; with PDL {row['w4a16_graph_us_pdl']:.1f} us" if "w4a16_graph_us_pdl" in row else "")
+                  + (f"; after a plain kernel {row['w4a16_graph_us_after_a_plain_kernel']:.1f} / with PDL "
+                     f"{row['w4a16_graph_us_after_a_plain_kernel_pdl']:.1f} / bf16 {row['bf16_graph_us_after_a_plain_kernel']:.1f} us"
+                     if "w4a16_graph_us_after_a_plain_kernel" in row else ""),
                   flush=True)
     if not args.quick:
         for n, k in PREFILL_SHAPES:

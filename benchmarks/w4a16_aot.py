@@ -91,7 +91,19 @@ def properties(fn, signature: dict, constexprs: dict, warps: int, stages: int, d
     mma = "mma" in compiled.asm["ptx"]
     lines = [line.split("info    :")[-1].strip() for line in (result.stdout + result.stderr).splitlines() if "spill" in line or "Used" in line]
     loop = f"; loop: {loop_profile(compiled, elements_per_thread_step)}" if elements_per_thread_step else ""
-    return f"{'; '.join(lines)}; tensor-core mma: {mma}{loop}{_arrival_ptx(compiled.asm['ptx'])}"
+    return f"{'; '.join(lines)}; tensor-core mma: {mma}{loop}{_arrival_ptx(compiled.asm['ptx'])}{_pdl_ptx(compiled.asm['ptx'])}"
+
+
+def _pdl_ptx(ptx: str) -> str:
+    """Programmatic dependent launch as compiled: the griddepcontrol instructions, and how many global memory
+    instructions come before the wait (none may: a PDL call reads and writes only after the previous kernel)."""
+    lines = ptx.splitlines()
+    waits = [i for i, line in enumerate(lines) if "griddepcontrol.wait" in line]
+    if not waits:
+        return ""
+    early = sum(("ld.global" in line or "st.global" in line or "atom." in line) for line in lines[:waits[0]])
+    triggers = sum("griddepcontrol.launch_dependents" in line for line in lines)
+    return f"; PDL: griddepcontrol.launch_dependents x{triggers}, griddepcontrol.wait x{len(waits)}, global memory instructions before the wait: {early}"
 
 
 def _arrival_ptx(ptx: str) -> str:
@@ -128,6 +140,15 @@ def main() -> None:
         sums = "fp16x2 group sums" if f16_dot else "fp32 sums"
         rows.append((f"_gemv_kernel bf16, prefetch {prefetch}, {sums}", block_n, f"{block_g} groups", warps, 1,
                      properties(k._gemv_kernel, decode_sig, consts, warps, 1, divisible, block_n * block_g * 16 // (32 * warps))))
+    pdl_sig = {**decode_sig, "PDL": "constexpr"}
+    for serial in (False, True):
+        consts = {"BLOCK_N": 8 if not serial else 32, "BLOCK_G": 64 if not serial else 16, "SPLIT_K": 1 if not serial else 8,
+                  "SERIAL": serial, "PREFETCH": 2 if not serial else 1, "MOE": False, "HAS_BIAS": False, "RECIPROCAL": False,
+                  "ASM": True, "F16_DOT": True, "PDL": True}
+        what = "split K 8 summed in the same launch, " if serial else ""
+        rows.append((f"_gemv_kernel bf16, {what}programmatic dependent launch", consts["BLOCK_N"], f"{consts['BLOCK_G']} groups", 4, 1,
+                     properties(k._gemv_kernel, pdl_sig, consts, 4, 1, divisible,
+                                consts["BLOCK_N"] * consts["BLOCK_G"] * 16 // 128)))
     mma_sig = {name: kind for name, kind in decode_sig.items() if name != "F16_DOT"}
     for block_n, block_g, warps, stages in ((64, 8, 4, 1), (64, 8, 4, 3), (128, 8, 8, 1)):
         consts = {"BLOCK_N": block_n, "BLOCK_G": block_g, "SPLIT_K": 1, "SERIAL": False, "PREFETCH": 0, "MOE": False,
@@ -144,6 +165,9 @@ def main() -> None:
               "RECIPROCAL": False, "ASM": True}
     rows.append(("_mma_gemv_kernel bf16, 16 rows, split K 8, partials summed in the same launch", 64, "8 groups", 4, 1,
                  properties(k._mma_gemv_kernel, mma_sig, consts, 4, 1, divisible, 64 * 8 * 16 // 128)))
+    rows.append(("_mma_gemv_kernel bf16, 16 rows, split K 8, programmatic dependent launch", 64, "8 groups", 4, 1,
+                 properties(k._mma_gemv_kernel, {**mma_sig, "PDL": "constexpr"}, {**consts, "PDL": True}, 4, 1, divisible,
+                            64 * 8 * 16 // 128)))
     for block_n, block_k, warps, stages in ((32, 128, 4, 4), (32, 256, 4, 4), (32, 256, 8, 4), (16, 256, 4, 4), (64, 128, 4, 4), (64, 256, 8, 3), (64, 512, 8, 3)):
         consts = {"BLOCK_M": 16, "BLOCK_N": block_n, "BLOCK_K": block_k, "SPLIT_K": 3, "HAS_BIAS": False,
                   "RECIPROCAL": False, "DOT_DTYPE": tl.bfloat16, "IEEE": False}

@@ -281,3 +281,55 @@ def test_a_layer_first_called_inside_a_cuda_graph_capture_keeps_no_workspace_mad
     with torch.no_grad():
         assert torch.equal(layer(x), expected)
     assert layer.__dict__["_kernel_workspace"].device == x.device
+
+
+def _chain(layers, x: torch.Tensor, workspaces=None) -> torch.Tensor:
+    """Each call reads the previous call's output: a chain that a call reading early would get wrong."""
+    for i, (p, s, g) in enumerate(layers):
+        x = kw.w4a16_linear(x, p, s, g, workspace=None if workspaces is None else workspaces[i])
+    return x
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="programmatic dependent launch needs a GPU")
+@pytest.mark.parametrize("rows", [1, 5], ids=["gemv", "mma_gemv"])
+def test_decode_calls_launched_as_dependents_read_only_the_previous_calls_finished_output(
+    rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the GPU supports it the decode kernels launch with programmatic dependent launch: each call's
+    programs may be scheduled while the previous kernel drains, and wait for it before any memory access.
+    A chain of dependent calls (eager and replayed in a CUDA graph, split K summed in the same launch) gives
+    the bits of the same chain launched plainly."""
+    from hybridload.kernels import _w4a16_triton as launcher
+
+    if not launcher.pdl_supported(torch.device("cuda")):
+        pytest.skip("programmatic dependent launch needs sm_90+ and Triton >= 3.4")
+    layers = [_weights(2048, 2048, seed=20 + i) for i in range(4)]
+    long_k = _weights(2048, 16384, seed=31)  # K split over 16 steps, summed in the same launch
+    x = torch.randn(rows, 2048, device="cuda", dtype=torch.bfloat16)
+    spaces = [kw.w4a16_workspace(2048, "cuda") for _ in range(5)]
+
+    def run(pdl: bool):
+        monkeypatch.setattr(launcher, "DECODE_PDL", pdl)
+        y = _chain(layers, x, spaces)
+        return kw.w4a16_linear(torch.cat([y] * 8, dim=-1), *long_k, workspace=spaces[4])
+
+    launcher._COMPILED.clear()
+    plain = run(False)
+    assert not any(key[4] for key in launcher._COMPILED)
+    chained = run(True)
+    assert any(key[4] for key in launcher._COMPILED if key[0] in (launcher._gemv_kernel, launcher._mma_gemv_kernel))
+    assert torch.equal(chained, plain)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        run(True)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = run(True)
+    for _ in range(3):
+        x.copy_(torch.randn_like(x))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(captured, run(False))
+        assert not any(space.any() for space in spaces)

@@ -447,12 +447,22 @@ def _interleave16(d, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr):
 
 
 @triton.jit
+def _follow_previous_kernel(PDL: tl.constexpr):
+    """Programmatic dependent launch: let the stream's next PDL launch schedule its programs now (they too wait
+    here), then wait until the previous kernel has finished and its writes are visible. Nothing is read or
+    written before the wait, so a call sees exactly what a plainly ordered launch would."""
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
+        tl.extra.cuda.gdc_wait()
+
+
+@triton.jit
 def _mma_gemv_kernel(
     X, W, S, G, B, Y, P, C, IDS,
     M, N, K, KG, G_PER_SPLIT, TOPK, E,
     stride_xm, stride_ym, stride_we, stride_wn, stride_se, stride_sn,
     BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, SPLIT_K: tl.constexpr, SERIAL: tl.constexpr, PREFETCH: tl.constexpr,
-    MOE: tl.constexpr, HAS_BIAS: tl.constexpr, RECIPROCAL: tl.constexpr, ASM: tl.constexpr,
+    MOE: tl.constexpr, HAS_BIAS: tl.constexpr, RECIPROCAL: tl.constexpr, ASM: tl.constexpr, PDL: tl.constexpr = False,
 ):
     """y[m] = x[m] @ dequant(W).T for up to 16 rows on tensor cores: the packed tile is decoded to fp16 in
     registers (code x block scale x 2^-6, exact) and is the MMA's A operand; x^T (x 2^-4 in fp16, its rows
@@ -460,6 +470,7 @@ def _mma_gemv_kernel(
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_k = tl.program_id(2)
+    _follow_previous_kernel(PDL)
     offs_r = tl.arange(0, 16)
     if MOE:
         expert = tl.load(IDS + pid_m).to(tl.int64)
@@ -583,6 +594,7 @@ def _gemv_kernel(
     stride_xm, stride_ym, stride_we, stride_wn, stride_se, stride_sn,
     BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, SPLIT_K: tl.constexpr, SERIAL: tl.constexpr, PREFETCH: tl.constexpr,
     MOE: tl.constexpr, HAS_BIAS: tl.constexpr, RECIPROCAL: tl.constexpr, ASM: tl.constexpr, F16_DOT: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):
     """y[m] = x[m] @ dequant(W).T, one row per program row (dense), or one routed (token, expert) pair (MOE).
 
@@ -592,6 +604,7 @@ def _gemv_kernel(
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_k = tl.program_id(2)
+    _follow_previous_kernel(PDL)
     if MOE:
         expert = tl.load(IDS + pid_m).to(tl.int64)
         if (expert < 0) | (expert >= E):  # a padded or dropped slot
@@ -687,18 +700,22 @@ def _specialization(value: object) -> object:
 
 
 def _launch(kernel, grid: tuple[int, ...], like: torch.Tensor, args: tuple, num_warps: int, num_stages: int | None = None,
-            **constexprs: object) -> None:
+            launch_pdl: bool = False, **constexprs: object) -> None:
     """``kernel[grid](*args, **constexprs)`` on ``like``'s device. The first launch of a specialization goes
     through Triton's JIT, which compiles (or finds) the kernel; later launches call that compiled kernel
     directly, skipping Triton's per-call argument specialization and cache lookup (most of an eager call's host
     time: w4a16-launch-overhead-h100.md). The key holds all Triton specializes on (``_specialization`` of each
-    argument), the constexprs, warps, stages and the device, so a reused kernel is the one the JIT would pick."""
+    argument), the constexprs, warps, stages, the launch attribute and the device, so a reused kernel is the one
+    the JIT would pick. ``launch_pdl``: launch with programmatic stream serialization (the kernel must wait with
+    ``griddepcontrol.wait`` before touching memory: ``_follow_previous_kernel``)."""
     with device_guard(like):
-        key = (kernel, like.device.index, num_warps, num_stages, tuple(constexprs.items()),
+        key = (kernel, like.device.index, num_warps, num_stages, launch_pdl, tuple(constexprs.items()),
                tuple(_specialization(value) for value in args))
         entry = _COMPILED.get(key)
         if entry is None:
             options = {"num_warps": num_warps} if num_stages is None else {"num_warps": num_warps, "num_stages": num_stages}
+            if launch_pdl:
+                options["launch_pdl"] = True
             compiled = kernel[grid](*args, **constexprs, **options)
             if hasattr(compiled, "result"):  # an asynchronous compile's future
                 compiled = compiled.result()
@@ -774,6 +791,19 @@ def _has_e4m3_cvt(index: int) -> bool:
     return torch.cuda.get_device_capability(index) >= (8, 9)
 
 
+@functools.lru_cache(maxsize=None)
+def _has_pdl(index: int) -> bool:
+    """Programmatic dependent launch (``griddepcontrol``) exists from sm_90 on, and in Triton from 3.4."""
+    return torch.cuda.get_device_capability(index) >= (9, 0) and hasattr(tl.extra.cuda, "gdc_wait")
+
+
+def pdl_supported(device: torch.device) -> bool:
+    """Whether the decode kernels can launch with programmatic dependent launch on ``device``."""
+    if device.type != "cuda":  # Triton's CPU interpreter runs no PTX
+        return False
+    return _has_pdl(device.index if device.index is not None else torch.cuda.current_device())
+
+
 def _asm(device: torch.device) -> bool:
     if device.type != "cuda":  # Triton's CPU interpreter runs no PTX
         return False
@@ -784,11 +814,12 @@ def _launch_decode(
     kernel, rows_per_program: int, x2: torch.Tensor, w64: torch.Tensor, scale_u8: torch.Tensor, gscale: torch.Tensor,
     bias: torch.Tensor | None, out: torch.Tensor, k: int, reciprocal: bool, config: dict,
     topk_ids: torch.Tensor | None, topk: int, prefetch: int, stages: int, counters: torch.Tensor | None,
-    **variant: bool,
+    pdl: bool | None, **variant: bool,
 ) -> torch.Tensor:
     """One launch of a word-decoding kernel (dense rows or routed pairs). When K is split, the partials are
     summed in the same launch if ``counters`` (int32 zeros, one per output tile) is given and large enough,
-    else by a second launch (the reduce)."""
+    else by a second launch (the reduce). ``pdl``: launch with programmatic dependent launch (default: if
+    ``DECODE_PDL`` and the GPU and Triton support it); the reduce launch is always plainly ordered."""
     moe = topk_ids is not None
     n, kg = w64.shape[-2], w64.shape[-1]
     m = out.shape[0]
@@ -800,15 +831,17 @@ def _launch_decode(
     experts = w64.shape[0] if moe else 1
     grid = (m if moe else _cdiv(m, rows_per_program), _cdiv(n, block_n), split_k)
     serial = split_k > 1 and counters is not None and counters.numel() >= grid[0] * grid[1]
+    if pdl is None:
+        pdl = DECODE_PDL and pdl_supported(x2.device)
     _launch(kernel, grid, x2, (
         x2, w64, scale_u8, gscale, bias if bias is not None else out, out, partials, counters if serial else gscale,
         topk_ids if moe else gscale,
         m, n, k, kg, g_per_split, topk, experts,
         x2.stride(0), out.stride(0), w64.stride(0) if moe else 0, w64.stride(-2),
         scale_u8.stride(0) if moe else 0, scale_u8.stride(-2),
-    ), config["num_warps"], stages,
+    ), config["num_warps"], stages, pdl,
         BLOCK_N=block_n, BLOCK_G=block_g, SPLIT_K=split_k, SERIAL=serial, PREFETCH=prefetch, MOE=moe,
-        HAS_BIAS=bias is not None, RECIPROCAL=reciprocal, ASM=_asm(x2.device), **variant)
+        HAS_BIAS=bias is not None, RECIPROCAL=reciprocal, ASM=_asm(x2.device), PDL=pdl, **variant)
     if split_k > 1 and not serial:
         _reduce_partials(partials, gscale, bias, out, reciprocal)
     return out
@@ -817,7 +850,7 @@ def _launch_decode(
 def gemv(
     x2: torch.Tensor, w64: torch.Tensor, scale_u8: torch.Tensor, gscale: torch.Tensor, bias: torch.Tensor | None,
     out: torch.Tensor, k: int, reciprocal: bool, config: dict,
-    topk_ids: torch.Tensor | None = None, topk: int = 1, counters: torch.Tensor | None = None,
+    topk_ids: torch.Tensor | None = None, topk: int = 1, counters: torch.Tensor | None = None, pdl: bool | None = None,
 ) -> torch.Tensor:
     """Decode GEMV: ``out`` rows = x rows @ dequant(W).T (each row streams the weight: meant for one), or with
     ``topk_ids`` one row per routed (token, expert) pair. ``w64``: (E,) N x KG int64 words; ``config``:
@@ -826,19 +859,19 @@ def gemv(
     ``_launch_decode``."""
     f16_dot = x2.dtype != torch.float32 and config.get("F16_DOT", True)
     return _launch_decode(_gemv_kernel, 1, x2, w64, scale_u8, gscale, bias, out, k, reciprocal, config,
-                          topk_ids, topk, config.get("PREFETCH", 1), 1, counters, F16_DOT=f16_dot)
+                          topk_ids, topk, config.get("PREFETCH", 1), 1, counters, pdl, F16_DOT=f16_dot)
 
 
 def mma_gemv(
     x2: torch.Tensor, w64: torch.Tensor, scale_u8: torch.Tensor, gscale: torch.Tensor, bias: torch.Tensor | None,
     out: torch.Tensor, k: int, reciprocal: bool, config: dict,
-    topk_ids: torch.Tensor | None = None, topk: int = 1, counters: torch.Tensor | None = None,
+    topk_ids: torch.Tensor | None = None, topk: int = 1, counters: torch.Tensor | None = None, pdl: bool | None = None,
 ) -> torch.Tensor:
     """Tensor-core decode GEMM: ``out`` rows = x rows (16 a program) @ dequant(W).T, or one row per routed pair.
     ``config``: BLOCK_N, BLOCK_G, SPLIT_K, num_warps, num_stages, PREFETCH (0 or 1). ``counters``: see
     ``_launch_decode``."""
     return _launch_decode(_mma_gemv_kernel, 16, x2, w64, scale_u8, gscale, bias, out, k, reciprocal, config,
-                          topk_ids, topk, config.get("PREFETCH", 0), config["num_stages"], counters)
+                          topk_ids, topk, config.get("PREFETCH", 0), config["num_stages"], counters, pdl)
 
 
 def dequantize(
@@ -865,3 +898,6 @@ def dequantize(
 
 #: (BLOCK_N, BLOCK_G) of the dequantize kernel
 DEQUANT_BLOCK = (16, 16)
+#: launch the decode kernels with programmatic dependent launch where supported (``pdl_supported``); off by
+#: default: the H100 gain is not measured yet (``benchmarks/w4a16.py`` times both orderings side by side)
+DECODE_PDL = False
