@@ -7,8 +7,12 @@ For each shape it prints and records, per implementation:
 * ``graph_us``: GPU time per call in a CUDA graph that cycles through enough distinct weight copies to
   exceed L2 (each call streams its weight from HBM, as successive layers of a model do) -- the kernel's own
   time, without host launch overhead;
-* ``eager_us``: ``triton.testing.do_bench`` of one eager call (L2 flushed before each), launch overhead
-  included (for plain PyTorch both: its e2m1 table stays on the device, so the reference path captures);
+* ``eager_us``: ``triton.testing.do_bench`` of one eager call (L2 flushed before each; the median), launch
+  overhead included (for plain PyTorch both: its e2m1 table stays on the device, so the reference path captures);
+* for the decode kernels (M <= 16) both launch orderings, whichever is the default: ``w4a16_graph_us_pdl``
+  (programmatic dependent launch: a call's programs start while the previous call drains) and
+  ``w4a16_graph_us_plain_launch``; at M = 1 also each call after an ordinary elementwise kernel, its own time
+  subtracted (``*_after_a_plain_kernel``), where nothing can overlap, with bf16 cuBLAS timed the same way;
 
 and the ratios the targets are stated in: bf16 time / W4A16 time, plain-PyTorch time / W4A16 time, and the
 packed bytes read per second as a fraction of the device-to-device copy bandwidth measured in the same run
@@ -18,7 +22,7 @@ the whole weight with :func:`hybridload.quant.numerics.dequantize_nvfp4`, then `
 from __future__ import annotations
 
 import argparse
-import contextlib
+import functools
 import json
 import platform
 import sys
@@ -36,7 +40,7 @@ from hybridload.kernels._runtime import load_launcher  # noqa: E402
 from hybridload.quant.numerics import dequantize_nvfp4, quantize_nvfp4  # noqa: E402
 
 L2_ROTATE_BYTES = 256 * 2**20
-DECODE_SHAPES = [(4096, 4096), (21504, 4096), (4096, 21504), (1856, 2688)]  # (N out, K in)
+DECODE_SHAPES = [(4096, 4096), (21504, 4096), (4096, 21504), (1856, 2688), (2688, 1856)]  # (N out, K in)
 PREFILL_SHAPES = [(4096, 4096), (21504, 4096)]
 
 
@@ -81,7 +85,7 @@ def graph_time_us(make_call, copies: int, reps: int = 20) -> float:
 def eager_us(fn) -> float:
     import triton.testing
 
-    return triton.testing.do_bench(fn, warmup=25, rep=200) * 1e3
+    return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median") * 1e3
 
 
 def packed(n: int, k: int, seed: int):
@@ -89,19 +93,6 @@ def packed(n: int, k: int, seed: int):
     w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16, generator=gen)
     p, s, g = quantize_nvfp4(w)
     return p, s, g.reshape(1)
-
-
-@contextlib.contextmanager
-def decode_launches(pdl: bool):
-    """The decode kernels launched with programmatic dependent launch (``pdl``: each call's programs may be
-    scheduled while the previous kernel drains, and wait for it) or plainly ordered, for side-by-side rows."""
-    launcher = load_launcher("_w4a16_triton")
-    saved = launcher.DECODE_PDL
-    launcher.DECODE_PDL = pdl
-    try:
-        yield
-    finally:
-        launcher.DECODE_PDL = saved
 
 
 def after_a_plain_kernel_us(make_call, copies: int, x: torch.Tensor) -> float:
@@ -130,10 +121,10 @@ def linear_case(m: int, n: int, k: int, bw: float, config: dict | None = None) -
 
     workspaces = [kw.w4a16_workspace(n, "cuda") for _ in range(copies)]  # one per layer, as served modules hold
 
-    def ours(i):
+    def ours(i, pdl=None):
         p, s, g = q[i]
         if config is None:
-            return lambda: kw.w4a16_linear(x, p, s, g, workspace=workspaces[i])
+            return lambda: kw.w4a16_linear(x, p, s, g, workspace=workspaces[i], pdl=pdl)
         out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
         su8 = s.view(torch.uint8)
         if "BLOCK_G" in config:
@@ -166,13 +157,14 @@ def linear_case(m: int, n: int, k: int, bw: float, config: dict | None = None) -
         "rel_l2_error_vs_dequantized_fp32": rel,
         "packed_bytes": packed_bytes,
     }
-    if config is None and m <= 16:
-        with decode_launches(pdl=True):
-            row["w4a16_graph_us_pdl"] = graph_time_us(ours, copies)
+    if config is None and m <= 16:  # both launch orderings of the decode kernels, whichever is the default
+        plain_launch = functools.partial(ours, pdl=False)
+        dependent_launch = functools.partial(ours, pdl=True)
+        row["w4a16_graph_us_plain_launch"] = graph_time_us(plain_launch, copies)
+        row["w4a16_graph_us_pdl"] = graph_time_us(dependent_launch, copies)
         if m == 1:
-            row["w4a16_graph_us_after_a_plain_kernel"] = after_a_plain_kernel_us(ours, copies, x)
-            with decode_launches(pdl=True):
-                row["w4a16_graph_us_after_a_plain_kernel_pdl"] = after_a_plain_kernel_us(ours, copies, x)
+            row["w4a16_graph_us_after_a_plain_kernel"] = after_a_plain_kernel_us(plain_launch, copies, x)
+            row["w4a16_graph_us_after_a_plain_kernel_pdl"] = after_a_plain_kernel_us(dependent_launch, copies, x)
             row["bf16_graph_us_after_a_plain_kernel"] = after_a_plain_kernel_us(bf16, bf_copies, x)
         row["plain_pytorch_eager_us"] = eager_us(plain)
         row["plain_pytorch_graph_us"] = graph_time_us(plain_call, copies)
@@ -324,6 +316,9 @@ def environment() -> dict:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d"),
+        "gemv_pdl_default": bool(load_launcher("_w4a16_triton").GEMV_PDL),
+        "mma_pdl_default": bool(load_launcher("_w4a16_triton").MMA_PDL),
+        "decode_pdl_supported": bool(load_launcher("_w4a16_triton").pdl_supported(torch.device("cuda", 0))),
     }
 
 
@@ -352,7 +347,8 @@ def main() -> None:
                   f"{row['packed_bw_fraction_of_copy']:.0%} of copy bw"
                   + (f", x{row['speedup_vs_plain_pytorch_eager']:.1f} (eager) / x{row['speedup_vs_plain_pytorch_graph']:.1f} "
                      "(graph) vs plain PyTorch" if "speedup_vs_plain_pytorch_eager" in row else "")
-                  + (f"; with PDL {row['w4a16_graph_us_pdl']:.1f} us" if "w4a16_graph_us_pdl" in row else "")
+                  + (f"; plain launch {row['w4a16_graph_us_plain_launch']:.1f} / with PDL {row['w4a16_graph_us_pdl']:.1f} us"
+                     if "w4a16_graph_us_pdl" in row else "")
                   + (f"; after a plain kernel {row['w4a16_graph_us_after_a_plain_kernel']:.1f} / with PDL "
                      f"{row['w4a16_graph_us_after_a_plain_kernel_pdl']:.1f} / bf16 {row['bf16_graph_us_after_a_plain_kernel']:.1f} us"
                      if "w4a16_graph_us_after_a_plain_kernel" in row else ""),

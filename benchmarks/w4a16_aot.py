@@ -95,15 +95,19 @@ def properties(fn, signature: dict, constexprs: dict, warps: int, stages: int, d
 
 
 def _pdl_ptx(ptx: str) -> str:
-    """Programmatic dependent launch as compiled: the griddepcontrol instructions, and how many global memory
-    instructions come before the wait (none may: a PDL call reads and writes only after the previous kernel)."""
+    """Programmatic dependent launch as compiled: the griddepcontrol instructions, and which global memory
+    instructions come before the wait (at most the loads of the first steps' weight words and scales; no store,
+    no atomic: a PDL call reads its input and writes only after the previous kernel)."""
     lines = ptx.splitlines()
     waits = [i for i, line in enumerate(lines) if "griddepcontrol.wait" in line]
     if not waits:
         return ""
-    early = sum(("ld.global" in line or "st.global" in line or "atom." in line) for line in lines[:waits[0]])
+    before = lines[:waits[0]]
+    loads = sum("ld.global" in line for line in before)
+    writes = sum(("st.global" in line or "atom." in line or "red." in line) for line in before)
     triggers = sum("griddepcontrol.launch_dependents" in line for line in lines)
-    return f"; PDL: griddepcontrol.launch_dependents x{triggers}, griddepcontrol.wait x{len(waits)}, global memory instructions before the wait: {early}"
+    return (f"; PDL: griddepcontrol.launch_dependents x{triggers}, griddepcontrol.wait x{len(waits)}, before the wait "
+            f"{loads} global loads and {writes} global stores or atomics")
 
 
 def _arrival_ptx(ptx: str) -> str:
@@ -141,11 +145,11 @@ def main() -> None:
         rows.append((f"_gemv_kernel bf16, prefetch {prefetch}, {sums}", block_n, f"{block_g} groups", warps, 1,
                      properties(k._gemv_kernel, decode_sig, consts, warps, 1, divisible, block_n * block_g * 16 // (32 * warps))))
     pdl_sig = {**decode_sig, "PDL": "constexpr"}
-    for serial in (False, True):
+    for serial, moe in ((False, False), (True, False), (False, True)):
         consts = {"BLOCK_N": 8 if not serial else 32, "BLOCK_G": 64 if not serial else 16, "SPLIT_K": 1 if not serial else 8,
-                  "SERIAL": serial, "PREFETCH": 2 if not serial else 1, "MOE": False, "HAS_BIAS": False, "RECIPROCAL": False,
+                  "SERIAL": serial, "PREFETCH": 2 if not serial else 1, "MOE": moe, "HAS_BIAS": False, "RECIPROCAL": False,
                   "ASM": True, "F16_DOT": True, "PDL": True}
-        what = "split K 8 summed in the same launch, " if serial else ""
+        what = "split K 8 summed in the same launch, " if serial else "routed pairs (MoE), " if moe else ""
         rows.append((f"_gemv_kernel bf16, {what}programmatic dependent launch", consts["BLOCK_N"], f"{consts['BLOCK_G']} groups", 4, 1,
                      properties(k._gemv_kernel, pdl_sig, consts, 4, 1, divisible,
                                 consts["BLOCK_N"] * consts["BLOCK_G"] * 16 // 128)))

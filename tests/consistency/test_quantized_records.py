@@ -18,7 +18,7 @@ def test_the_kernel_table_is_the_recorded_run():
     assert record["environment"]["gpu"] == "NVIDIA H100 80GB HBM3"
     text = _doc()
     rows = record["decode"]
-    assert {(d["N"], d["K"]) for d in rows} == {(4096, 4096), (21504, 4096), (4096, 21504), (1856, 2688)}
+    assert {(d["N"], d["K"]) for d in rows} == {(4096, 4096), (21504, 4096), (4096, 21504), (1856, 2688), (2688, 1856)}
     for d in rows:
         row = (f"| {d['N']} x {d['K']} | {d['M']} | {d['w4a16_graph_us']:.1f} | {d['bf16_graph_us']:.1f} | "
                f"{d['speedup_vs_bf16_graph']:.2f} | {d['packed_bw_fraction_of_copy']:.1%} | "
@@ -35,6 +35,41 @@ def test_the_kernel_table_is_the_recorded_run():
     for d in record["decode"] + record["moe"]:
         assert min(d["speedup_vs_plain_pytorch_eager"], d["speedup_vs_plain_pytorch_graph"]) >= 10
     assert f"({moe['speedup_vs_bf16_graph']:.2f}×," in text and "**Against the targets:**" in text
+
+
+def test_the_dependent_launch_numbers_are_the_recorded_ones_and_the_defaults_the_recorded_defaults():
+    """Both launch orderings are timed in the run whose table the page shows; the defaults the run had are the
+    module's, and what the page says of each ordering is what the run measured."""
+    record = json.loads((RESULTS / "w4a16-h100.json").read_text())
+    source = (ROOT / "src" / "hybridload" / "kernels" / "_w4a16_triton.py").read_text()
+    env = record["environment"]
+    assert f"GEMV_PDL = {env['gemv_pdl_default']}" in source and f"MMA_PDL = {env['mma_pdl_default']}" in source
+    assert env["decode_pdl_supported"]
+    text = _doc()
+    for d in record["decode"]:
+        assert d["w4a16_graph_us_pdl"] > 0 and d["w4a16_graph_us_plain_launch"] > 0
+        if d["M"] == 1:
+            pair = f"{d['N']} x {d['K']} {d['w4a16_graph_us_pdl']:.1f} against {d['w4a16_graph_us_plain_launch']:.1f} µs"
+            assert pair in text, pair
+    square = next(d for d in record["decode"] if (d["N"], d["K"], d["M"]) == (4096, 4096, 1))
+    assert square["speedup_vs_bf16_graph"] >= 2.5
+    after = (f"{square['w4a16_graph_us_after_a_plain_kernel_pdl']:.1f} µs launched as a dependent and "
+             f"{square['w4a16_graph_us_after_a_plain_kernel']:.1f} µs plainly, bf16 cuBLAS {square['bf16_graph_us_after_a_plain_kernel']:.1f} µs")
+    assert after in text, after
+    assert (f"4096 x 4096 ({square['speedup_vs_bf16_graph']:.2f}×, {square['w4a16_graph_us']:.1f} µs against "
+            f"{square['bf16_graph_us']:.1f} µs)") in text
+    bw = record["copy_bandwidth_gbps"] * 1e9
+    for n, k in ((21504, 4096), (4096, 21504)):
+        d = next(d for d in record["decode"] if (d["N"], d["K"], d["M"]) == (n, k, 1))
+        assert d["speedup_vs_bf16_graph"] >= 2.5 and d["packed_bytes"] / (d["w4a16_graph_us_pdl"] * 1e-6) / bw >= 0.7
+        assert f"{d['packed_bytes'] / (d['w4a16_graph_us_pdl'] * 1e-6) / bw:.1%} at {n} x {k}" in text
+    small = json.loads((RESULTS / "w4a16-decode-small-pdl-h100.json").read_text())
+    assert small["environment"]["gemv_pdl_default"]
+    for n, k in ((1856, 2688), (2688, 1856)):
+        rows = [d for d in small["linear"] if (d["N"], d["K"]) == (n, k)]
+        assert len(rows) == 57 and f"{max(d['speedup_vs_bf16'] for d in rows):.2f}×" in text
+    slower = [d["w4a16_graph_us_pdl"] > d["w4a16_graph_us_plain_launch"] for d in record["decode"] if d["M"] > 1]
+    assert f"measured slower at {sum(slower)} of the table's {len(slower)} shapes and row counts" in text
 
 
 def test_the_split_k_table_and_the_read_floors_are_the_recorded_ones():

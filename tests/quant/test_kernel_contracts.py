@@ -30,6 +30,8 @@ def test_meta_inputs_pass_and_give_shapes() -> None:
     assert out.shape == (3, N) and out.dtype == torch.bfloat16 and out.device.type == "meta"
     out = w4a16_linear(**_args(x=torch.empty(2, 5, K, dtype=torch.float16, device="meta")))
     assert out.shape == (2, 5, N) and out.dtype == torch.float16
+    for pdl in (True, False, None):
+        assert w4a16_linear(**_args(), pdl=pdl).shape == (3, N)
     # a (1,)-shaped global scale (compressed-tensors) is a scalar too; K=37 pads to 48 -> 24 packed bytes
     assert w4a16_linear(
         **_args(x=torch.empty(1, 37, dtype=torch.bfloat16, device="meta"), weight=torch.empty(N, 24, dtype=torch.uint8, device="meta"),
@@ -59,6 +61,8 @@ def test_meta_inputs_pass_and_give_shapes() -> None:
         ({"workspace": torch.empty(2, 4, dtype=torch.int32, device="meta")}, "contiguous 1-d int32"),
         ({"workspace": torch.empty(8, dtype=torch.int32, device="meta")[::2]}, "contiguous 1-d int32"),
         ({"workspace": torch.empty(4, dtype=torch.int32)}, "all tensors must be on one device"),
+        ({"pdl": 1}, r"pdl must be True, False or None \(where supported\), got 1"),
+        ({"pdl": "on"}, "pdl must be True, False or None"),
     ],
 )
 def test_linear_contract_violations(over: dict, match: str) -> None:

@@ -23,9 +23,9 @@ BOUNDS = {torch.float32: (1e-5, 1e-4), torch.float16: (1e-3, 4e-3), torch.bfloat
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
-def _weights(n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _weights(n: int, k: int, seed: int = 0, gain: float = 3.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    w = torch.randn(n, k, generator=gen) * torch.rand(n, 1, generator=gen) * 3  # rows of different ranges
+    w = torch.randn(n, k, generator=gen) * torch.rand(n, 1, generator=gen) * gain  # rows of different ranges
     p, s, g = quantize_nvfp4(w)
     return p.to(DEVICE), s.to(DEVICE), g.reshape(1).to(DEVICE)
 
@@ -283,42 +283,53 @@ def test_a_layer_first_called_inside_a_cuda_graph_capture_keeps_no_workspace_mad
     assert layer.__dict__["_kernel_workspace"].device == x.device
 
 
-def _chain(layers, x: torch.Tensor, workspaces=None) -> torch.Tensor:
+def _chain(layers, x: torch.Tensor, workspaces=None, pdl: bool | None = None) -> torch.Tensor:
     """Each call reads the previous call's output: a chain that a call reading early would get wrong."""
     for i, (p, s, g) in enumerate(layers):
-        x = kw.w4a16_linear(x, p, s, g, workspace=None if workspaces is None else workspaces[i])
+        x = kw.w4a16_linear(x, p, s, g, workspace=None if workspaces is None else workspaces[i], pdl=pdl)
     return x
 
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="programmatic dependent launch needs a GPU")
 @pytest.mark.parametrize("rows", [1, 5], ids=["gemv", "mma_gemv"])
-def test_decode_calls_launched_as_dependents_read_only_the_previous_calls_finished_output(
-    rows: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Where the GPU supports it the decode kernels launch with programmatic dependent launch: each call's
-    programs may be scheduled while the previous kernel drains, and wait for it before any memory access.
-    A chain of dependent calls (eager and replayed in a CUDA graph, split K summed in the same launch) gives
-    the bits of the same chain launched plainly."""
+def test_decode_calls_launched_as_dependents_read_only_the_previous_calls_finished_output(rows: int) -> None:
+    """Where the GPU supports it the one-row GEMV launches with programmatic dependent launch by default, the
+    tensor-core decode GEMM on request: each call's programs may be scheduled (and a one-row call's first weight
+    words read) while the previous kernel drains, and read their input only after it. A chain of dependent calls (eager and replayed in a CUDA graph, split K
+    summed in the same launch) gives the bits of the same chain launched plainly, and the reference's values."""
     from hybridload.kernels import _w4a16_triton as launcher
 
     if not launcher.pdl_supported(torch.device("cuda")):
         pytest.skip("programmatic dependent launch needs sm_90+ and Triton >= 3.4")
-    layers = [_weights(2048, 2048, seed=20 + i) for i in range(4)]
-    long_k = _weights(2048, 16384, seed=31)  # K split over 16 steps, summed in the same launch
+    assert launcher.GEMV_PDL and not launcher.MMA_PDL  # the defaults where supported: the one-row GEMV only
+    layers = [_weights(2048, 2048, seed=20 + i, gain=2048 ** -0.5) for i in range(4)]  # activations stay O(1)
+    long_k = _weights(2048, 16384, seed=31, gain=16384 ** -0.5)  # K split over 16 steps, summed in the same launch
     x = torch.randn(rows, 2048, device="cuda", dtype=torch.bfloat16)
     spaces = [kw.w4a16_workspace(2048, "cuda") for _ in range(5)]
 
-    def run(pdl: bool):
-        monkeypatch.setattr(launcher, "DECODE_PDL", pdl)
-        y = _chain(layers, x, spaces)
-        return kw.w4a16_linear(torch.cat([y] * 8, dim=-1), *long_k, workspace=spaces[4])
+    def run(pdl: bool | None):
+        y = _chain(layers, x, spaces, pdl=pdl)
+        return kw.w4a16_linear(torch.cat([y] * 8, dim=-1), *long_k, workspace=spaces[4], pdl=pdl)
+
+    def reference():
+        y = x.float()
+        for p, s, g in layers:
+            y = F.linear(y, dequantize_nvfp4(p, s, g, in_features=2048))
+        return F.linear(torch.cat([y] * 8, dim=-1), dequantize_nvfp4(*long_k, in_features=16384))
 
     launcher._COMPILED.clear()
     plain = run(False)
     assert not any(key[4] for key in launcher._COMPILED)
     chained = run(True)
-    assert any(key[4] for key in launcher._COMPILED if key[0] in (launcher._gemv_kernel, launcher._mma_gemv_kernel))
+    kernel = launcher._gemv_kernel if rows == 1 else launcher._mma_gemv_kernel
+    assert any(key[4] for key in launcher._COMPILED if key[0] is kernel)
+    launcher._COMPILED.clear()
+    assert torch.equal(run(None), plain)
+    assert any(key[4] for key in launcher._COMPILED if key[0] is kernel) == (rows == 1)
+    assert torch.isfinite(plain).all() and plain.abs().max() > 0.1
     assert torch.equal(chained, plain)
+    l2, _ = relative_errors(plain.float(), reference())
+    assert l2 < 0.05, l2  # five bf16 layers in a row
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):

@@ -449,8 +449,10 @@ def _interleave16(d, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr):
 @triton.jit
 def _follow_previous_kernel(PDL: tl.constexpr):
     """Programmatic dependent launch: let the stream's next PDL launch schedule its programs now (they too wait
-    here), then wait until the previous kernel has finished and its writes are visible. Nothing is read or
-    written before the wait, so a call sees exactly what a plainly ordered launch would."""
+    here), then wait until the previous kernel has finished and its writes are visible. Before the wait a
+    kernel reads at most the weight's words and scales (parameters: no kernel of a forward writes them); its
+    input, routing ids, output, partials and counters only after, so it sees what a plainly ordered launch
+    would."""
     if PDL:
         tl.extra.cuda.gdc_launch_dependents()
         tl.extra.cuda.gdc_wait()
@@ -604,8 +606,8 @@ def _gemv_kernel(
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_k = tl.program_id(2)
-    _follow_previous_kernel(PDL)
     if MOE:
+        _follow_previous_kernel(PDL)  # the expert ids are the router's output
         expert = tl.load(IDS + pid_m).to(tl.int64)
         if (expert < 0) | (expert >= E):  # a padded or dropped slot
             return
@@ -620,6 +622,8 @@ def _gemv_kernel(
     w_next, s_next = _step_tiles(w_rows, s_rows, n_mask, offs_g, g_end)
     if PREFETCH > 1:
         w_after, s_after = _step_tiles(w_rows, s_rows, n_mask, offs_g + BLOCK_G, g_end)
+    if not MOE:  # the first steps' words and scales are in flight while the previous kernel drains
+        _follow_previous_kernel(PDL)
     for g0 in range(g_begin, g_end, BLOCK_G):
         offs_g = g0 + tl.arange(0, BLOCK_G)
         w = w_next
@@ -707,7 +711,7 @@ def _launch(kernel, grid: tuple[int, ...], like: torch.Tensor, args: tuple, num_
     time: w4a16-launch-overhead-h100.md). The key holds all Triton specializes on (``_specialization`` of each
     argument), the constexprs, warps, stages, the launch attribute and the device, so a reused kernel is the one
     the JIT would pick. ``launch_pdl``: launch with programmatic stream serialization (the kernel must wait with
-    ``griddepcontrol.wait`` before touching memory: ``_follow_previous_kernel``)."""
+    ``griddepcontrol.wait`` before touching what a previous kernel may write: ``_follow_previous_kernel``)."""
     with device_guard(like):
         key = (kernel, like.device.index, num_warps, num_stages, launch_pdl, tuple(constexprs.items()),
                tuple(_specialization(value) for value in args))
@@ -818,8 +822,9 @@ def _launch_decode(
 ) -> torch.Tensor:
     """One launch of a word-decoding kernel (dense rows or routed pairs). When K is split, the partials are
     summed in the same launch if ``counters`` (int32 zeros, one per output tile) is given and large enough,
-    else by a second launch (the reduce). ``pdl``: launch with programmatic dependent launch (default: if
-    ``DECODE_PDL`` and the GPU and Triton support it); the reduce launch is always plainly ordered."""
+    else by a second launch (the reduce). ``pdl``: launch with programmatic dependent launch where the GPU and
+    Triton support it (None: the kernel's default, ``GEMV_PDL`` or ``MMA_PDL``); the reduce launch is always
+    plainly ordered."""
     moe = topk_ids is not None
     n, kg = w64.shape[-2], w64.shape[-1]
     m = out.shape[0]
@@ -832,7 +837,8 @@ def _launch_decode(
     grid = (m if moe else _cdiv(m, rows_per_program), _cdiv(n, block_n), split_k)
     serial = split_k > 1 and counters is not None and counters.numel() >= grid[0] * grid[1]
     if pdl is None:
-        pdl = DECODE_PDL and pdl_supported(x2.device)
+        pdl = GEMV_PDL if kernel is _gemv_kernel else MMA_PDL
+    pdl = pdl and pdl_supported(x2.device)
     _launch(kernel, grid, x2, (
         x2, w64, scale_u8, gscale, bias if bias is not None else out, out, partials, counters if serial else gscale,
         topk_ids if moe else gscale,
@@ -898,6 +904,10 @@ def dequantize(
 
 #: (BLOCK_N, BLOCK_G) of the dequantize kernel
 DEQUANT_BLOCK = (16, 16)
-#: launch the decode kernels with programmatic dependent launch where supported (``pdl_supported``); off by
-#: default: the H100 gain is not measured yet (``benchmarks/w4a16.py`` times both orderings side by side)
-DECODE_PDL = False
+#: launch the GEMV (one row, or one routed pair a program row) with programmatic dependent launch where supported
+#: (``pdl_supported``): its programs are scheduled, and a dense call's first weight words and scales read, while
+#: the previous kernel drains (``benchmarks/w4a16.py`` times both orderings side by side; docs/quantized.md)
+GEMV_PDL = True
+#: the tensor-core decode GEMM (2 to 16 rows) launches plainly: launched as a dependent (its programs wait before
+#: their first load) it measured slower at most decode shapes on an H100 (docs/quantized.md)
+MMA_PDL = False

@@ -231,6 +231,7 @@ def w4a16_linear(
     *,
     reciprocal_global: bool = False,
     workspace: torch.Tensor | None = None,
+    pdl: bool | None = None,
 ) -> torch.Tensor:
     """``x @ dequant(weight).T + bias`` with NVFP4 ``weight`` (N, ceil(K/16)*8) uint8, ``weight_scale``
     (N, ceil(K/16)) float8_e4m3fn and ``global_scale`` a one-element float32 tensor (``weight_scale_2``;
@@ -239,6 +240,13 @@ def w4a16_linear(
     ``workspace`` (from :func:`w4a16_workspace`, one per layer, kept across calls) lets a decode call that splits
     K sum its partials in the same launch instead of a second one; the kernels leave it zeroed. Calls sharing
     one workspace must not run concurrently (different streams, or graphs replayed at the same time).
+
+    ``pdl``: launch the decode kernels (up to ``MMA_MAX_M`` rows) with programmatic dependent launch where the GPU
+    and Triton support it (sm_90+, Triton >= 3.4); None: for the GEMV (one row, or fp32 rows), where it measured
+    faster. A call then waits for the previous kernel on the stream before it reads ``x`` or writes anything, but
+    a GEMV call reads its first weight words and scales while that kernel drains: pass ``pdl=False`` when the
+    kernel launched just before (or a chain of such calls just before) writes ``weight`` or ``weight_scale``.
+    A model's forward never does; any plainly launched kernel or copy in between restores full ordering.
 
     Returns x.shape[:-1] + (N,) in x's dtype. x: bf16/fp16/fp32, stride 1 along K.
     """
@@ -256,6 +264,8 @@ def w4a16_linear(
             raise check.fail(fn, "bias must be contiguous")
     if workspace is not None:
         _check_workspace(fn, workspace, n)
+    if pdl is not None and not isinstance(pdl, bool):
+        raise check.fail(fn, f"pdl must be True, False or None (where supported), got {pdl!r}")
     x2 = _rows(fn, x)
     check.device(fn, {"x": x, "weight": weight, "weight_scale": weight_scale, "global_scale": global_scale, "bias": bias,
                       "workspace": workspace})
@@ -275,10 +285,11 @@ def w4a16_linear(
                 launcher.gemm(x2, weight, scale_u8, global_scale, bias, out, k, reciprocal_global, config)
             elif m <= GEMV_MAX_M or x.dtype == torch.float32:  # fp32 inputs stay fp32 (the MMA takes fp16)
                 config = _gemv_config(m, n, w64.shape[1], x.device, same_launch_split=workspace is not None)
-                launcher.gemv(x2, w64, scale_u8, global_scale, bias, out, k, reciprocal_global, config, counters=workspace)
+                launcher.gemv(x2, w64, scale_u8, global_scale, bias, out, k, reciprocal_global, config, counters=workspace,
+                              pdl=pdl)
             else:
                 launcher.mma_gemv(x2, w64, scale_u8, global_scale, bias, out, k, reciprocal_global, _mma_config(w64.shape[1]),
-                                  counters=workspace)
+                                  counters=workspace, pdl=pdl)
             return out.view(out_shape)
         dense = torch.empty((n, k), dtype=x.dtype, device=x.device)
         launcher.dequantize(weight, scale_u8, global_scale, dense, k, reciprocal_global, w64)
