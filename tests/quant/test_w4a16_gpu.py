@@ -295,8 +295,9 @@ def _chain(layers, x: torch.Tensor, workspaces=None, pdl: bool | None = None) ->
 def test_decode_calls_launched_as_dependents_read_only_the_previous_calls_finished_output(rows: int) -> None:
     """Where the GPU supports it the one-row GEMV launches with programmatic dependent launch by default, the
     tensor-core decode GEMM on request: each call's programs may be scheduled (and a one-row call's first weight
-    words read) while the previous kernel drains, and read their input only after it. A chain of dependent calls (eager and replayed in a CUDA graph, split K
-    summed in the same launch) gives the bits of the same chain launched plainly, and the reference's values."""
+    words read) while the previous kernel drains, and read their input only after it. A chain of dependent
+    calls (eager and replayed in a CUDA graph, split K summed in the same launch) gives the bits of the same
+    chain launched plainly, and the reference's values."""
     from hybridload.kernels import _w4a16_triton as launcher
 
     if not launcher.pdl_supported(torch.device("cuda")):
