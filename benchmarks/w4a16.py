@@ -306,6 +306,7 @@ def environment() -> dict:
     import transformers
 
     props = torch.cuda.get_device_properties(0)
+    launcher = load_launcher("_w4a16_triton")
     return {
         "gpu": torch.cuda.get_device_name(0),
         "sm": f"{props.major}.{props.minor}",
@@ -316,9 +317,9 @@ def environment() -> dict:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d"),
-        "gemv_pdl_default": bool(load_launcher("_w4a16_triton").GEMV_PDL),
-        "mma_pdl_default": bool(load_launcher("_w4a16_triton").MMA_PDL),
-        "decode_pdl_supported": bool(load_launcher("_w4a16_triton").pdl_supported(torch.device("cuda", 0))),
+        "gemv_pdl_default": bool(launcher.GEMV_PDL),
+        "mma_pdl_default": bool(launcher.MMA_PDL),
+        "decode_pdl_supported": bool(launcher.pdl_supported(torch.device("cuda", 0))),
     }
 
 

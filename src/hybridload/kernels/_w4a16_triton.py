@@ -818,13 +818,12 @@ def _launch_decode(
     kernel, rows_per_program: int, x2: torch.Tensor, w64: torch.Tensor, scale_u8: torch.Tensor, gscale: torch.Tensor,
     bias: torch.Tensor | None, out: torch.Tensor, k: int, reciprocal: bool, config: dict,
     topk_ids: torch.Tensor | None, topk: int, prefetch: int, stages: int, counters: torch.Tensor | None,
-    pdl: bool | None, **variant: bool,
+    pdl: bool, **variant: bool,
 ) -> torch.Tensor:
     """One launch of a word-decoding kernel (dense rows or routed pairs). When K is split, the partials are
     summed in the same launch if ``counters`` (int32 zeros, one per output tile) is given and large enough,
     else by a second launch (the reduce). ``pdl``: launch with programmatic dependent launch where the GPU and
-    Triton support it (None: the kernel's default, ``GEMV_PDL`` or ``MMA_PDL``); the reduce launch is always
-    plainly ordered."""
+    Triton support it; the reduce launch is always plainly ordered."""
     moe = topk_ids is not None
     n, kg = w64.shape[-2], w64.shape[-1]
     m = out.shape[0]
@@ -836,8 +835,6 @@ def _launch_decode(
     experts = w64.shape[0] if moe else 1
     grid = (m if moe else _cdiv(m, rows_per_program), _cdiv(n, block_n), split_k)
     serial = split_k > 1 and counters is not None and counters.numel() >= grid[0] * grid[1]
-    if pdl is None:
-        pdl = GEMV_PDL if kernel is _gemv_kernel else MMA_PDL
     pdl = pdl and pdl_supported(x2.device)
     _launch(kernel, grid, x2, (
         x2, w64, scale_u8, gscale, bias if bias is not None else out, out, partials, counters if serial else gscale,
@@ -862,10 +859,11 @@ def gemv(
     ``topk_ids`` one row per routed (token, expert) pair. ``w64``: (E,) N x KG int64 words; ``config``:
     BLOCK_N, BLOCK_G, SPLIT_K, num_warps, PREFETCH (steps loaded ahead, 1 or 2), F16_DOT (16-bit inputs: sum
     each group's products as fp16x2, default on; fp32 inputs always sum in fp32). ``counters``: see
-    ``_launch_decode``."""
+    ``_launch_decode``; ``pdl``: None launches as ``GEMV_PDL`` says."""
     f16_dot = x2.dtype != torch.float32 and config.get("F16_DOT", True)
     return _launch_decode(_gemv_kernel, 1, x2, w64, scale_u8, gscale, bias, out, k, reciprocal, config,
-                          topk_ids, topk, config.get("PREFETCH", 1), 1, counters, pdl, F16_DOT=f16_dot)
+                          topk_ids, topk, config.get("PREFETCH", 1), 1, counters, GEMV_PDL if pdl is None else pdl,
+                          F16_DOT=f16_dot)
 
 
 def mma_gemv(
@@ -875,9 +873,10 @@ def mma_gemv(
 ) -> torch.Tensor:
     """Tensor-core decode GEMM: ``out`` rows = x rows (16 a program) @ dequant(W).T, or one row per routed pair.
     ``config``: BLOCK_N, BLOCK_G, SPLIT_K, num_warps, num_stages, PREFETCH (0 or 1). ``counters``: see
-    ``_launch_decode``."""
+    ``_launch_decode``; ``pdl``: None launches as ``MMA_PDL`` says."""
     return _launch_decode(_mma_gemv_kernel, 16, x2, w64, scale_u8, gscale, bias, out, k, reciprocal, config,
-                          topk_ids, topk, config.get("PREFETCH", 0), config["num_stages"], counters, pdl)
+                          topk_ids, topk, config.get("PREFETCH", 0), config["num_stages"], counters,
+                          MMA_PDL if pdl is None else pdl)
 
 
 def dequantize(
