@@ -97,7 +97,8 @@ def properties(fn, signature: dict, constexprs: dict, warps: int, stages: int, d
 def _pdl_ptx(ptx: str) -> str:
     """Programmatic dependent launch as compiled: the griddepcontrol instructions, and which global memory
     instructions come before the wait (at most the loads of the first steps' weight words and scales; no store,
-    no atomic: a PDL call reads its input and writes only after the previous kernel)."""
+    no atomic: a PDL call reads its input and writes only after the previous kernel), and how many e4m3 pair
+    widenings (the decode) come before it: none, unless the prefetched steps are decoded ahead."""
     lines = ptx.splitlines()
     waits = [i for i, line in enumerate(lines) if "griddepcontrol.wait" in line]
     if not waits:
@@ -105,9 +106,10 @@ def _pdl_ptx(ptx: str) -> str:
     before = lines[:waits[0]]
     loads = sum("ld.global" in line for line in before)
     writes = sum(("st.global" in line or "atom." in line or "red." in line) for line in before)
+    widenings = sum("cvt.rn.f16x2.e4m3x2" in line for line in before)
     triggers = sum("griddepcontrol.launch_dependents" in line for line in lines)
     return (f"; PDL: griddepcontrol.launch_dependents x{triggers}, griddepcontrol.wait x{len(waits)}, before the wait "
-            f"{loads} global loads and {writes} global stores or atomics")
+            f"{loads} global loads, {writes} global stores or atomics, {widenings} e4m3 pair widenings")
 
 
 def _arrival_ptx(ptx: str) -> str:
@@ -144,11 +146,17 @@ def main() -> None:
         sums = "fp16x2 group sums" if f16_dot else "fp32 sums"
         rows.append((f"_gemv_kernel bf16, prefetch {prefetch}, {sums}", block_n, f"{block_g} groups", warps, 1,
                      properties(k._gemv_kernel, decode_sig, consts, warps, 1, divisible, block_n * block_g * 16 // (32 * warps))))
-    pdl_sig = {**decode_sig, "PDL": "constexpr"}
+    pdl_sig = {**decode_sig, "PDL": "constexpr", "DECODE_AHEAD": "constexpr"}
+    for block_n, block_g, warps in ((8, 64, 4), (8, 64, 8), (16, 32, 8)):  # the dispatch's short-K tiles, and 4 warps
+        consts = {"BLOCK_N": block_n, "BLOCK_G": block_g, "SPLIT_K": 1, "SERIAL": False, "PREFETCH": 2, "MOE": False,
+                  "HAS_BIAS": False, "RECIPROCAL": False, "ASM": True, "F16_DOT": True, "PDL": True, "DECODE_AHEAD": True}
+        rows.append(("_gemv_kernel bf16, programmatic dependent launch, prefetched steps decoded before the wait",
+                     block_n, f"{block_g} groups", warps, 1,
+                     properties(k._gemv_kernel, pdl_sig, consts, warps, 1, divisible, block_n * block_g * 16 // (32 * warps))))
     for serial, moe in ((False, False), (True, False), (False, True)):
         consts = {"BLOCK_N": 8 if not serial else 32, "BLOCK_G": 64 if not serial else 16, "SPLIT_K": 1 if not serial else 8,
                   "SERIAL": serial, "PREFETCH": 2 if not serial else 1, "MOE": moe, "HAS_BIAS": False, "RECIPROCAL": False,
-                  "ASM": True, "F16_DOT": True, "PDL": True}
+                  "ASM": True, "F16_DOT": True, "PDL": True, "DECODE_AHEAD": False}
         what = "split K 8 summed in the same launch, " if serial else "routed pairs (MoE), " if moe else ""
         rows.append((f"_gemv_kernel bf16, {what}programmatic dependent launch", consts["BLOCK_N"], f"{consts['BLOCK_G']} groups", 4, 1,
                      properties(k._gemv_kernel, pdl_sig, consts, 4, 1, divisible,

@@ -40,6 +40,13 @@ GEMV = [dict(BLOCK_N=16, BLOCK_G=16, num_warps=4, PREFETCH=2, F16_DOT=False),
         dict(BLOCK_N=8, BLOCK_G=64, num_warps=4, PREFETCH=2, F16_DOT=True),
         dict(BLOCK_N=16, BLOCK_G=32, num_warps=4, PREFETCH=1, F16_DOT=True),
         dict(BLOCK_N=16, BLOCK_G=32, num_warps=8, PREFETCH=2, F16_DOT=True)]
+# with the prefetched steps decoded before a dependent launch's wait (DECODE_AHEAD): the dispatch's three
+# tiles (entries 11-13 are 2, 6, 8), five more (14-18: 1, 3, 7, 9, 10) and four tilings of 2 and 8 warps (19-22)
+GEMV += [{**GEMV[tile], "DECODE_AHEAD": True} for tile in (2, 6, 8, 1, 3, 7, 9, 10)]
+GEMV += [dict(BLOCK_N=8, BLOCK_G=64, num_warps=8, PREFETCH=2, F16_DOT=True, DECODE_AHEAD=True),
+         dict(BLOCK_N=16, BLOCK_G=64, num_warps=8, PREFETCH=2, F16_DOT=True, DECODE_AHEAD=True),
+         dict(BLOCK_N=8, BLOCK_G=64, num_warps=2, PREFETCH=2, F16_DOT=True, DECODE_AHEAD=True),
+         dict(BLOCK_N=8, BLOCK_G=32, num_warps=2, PREFETCH=2, F16_DOT=True, DECODE_AHEAD=True)]
 MMA = [dict(BLOCK_N=64, BLOCK_G=8, num_warps=4, num_stages=1), dict(BLOCK_N=64, BLOCK_G=8, num_warps=4, num_stages=3),
        dict(BLOCK_N=64, BLOCK_G=16, num_warps=4, num_stages=3), dict(BLOCK_N=128, BLOCK_G=8, num_warps=8, num_stages=3),
        dict(BLOCK_N=64, BLOCK_G=8, num_warps=4, num_stages=1, PREFETCH=1), dict(BLOCK_N=64, BLOCK_G=16, num_warps=4, num_stages=1, PREFETCH=1),

@@ -109,7 +109,7 @@ def test_gemv_tiles_by_rows_and_splits_k_only_for_a_long_k_over_few_rows(monkeyp
         config = kw._gemv_config(1, n, k // 16, cuda, same_launch_split)
         return config["BLOCK_N"], config["BLOCK_G"], config["PREFETCH"], config["SPLIT_K"]
 
-    for n, k in ((4096, 4096), (1024, 4096), (1856, 2688), (4096, 14336)):  # at most 4 programs of 8 rows per SM
+    for n, k in ((4096, 4096), (4096, 14336)):  # at most 4 programs of 8 rows per SM
         assert tile(n, k) == (*kw.GEMV_NARROW_TILE, 1), (n, k)
     for n, k in ((21504, 4096), (8192, 8192), (16384, 21504)):
         assert tile(n, k) == (*kw.GEMV_TILE, 1), (n, k)
@@ -119,5 +119,28 @@ def test_gemv_tiles_by_rows_and_splits_k_only_for_a_long_k_over_few_rows(monkeyp
     # a split summed in the same launch pays from a shorter K: 14 steps of 64 groups split, 8 do not
     assert tile(4096, 14336, True) == (*kw.GEMV_SPLIT_TILE, 8)
     assert tile(4096, 12288, True) == (*kw.GEMV_SPLIT_TILE, 8)
-    for n, k in ((4096, 4096), (4096, 8192), (1856, 2688)):
+    for n, k in ((4096, 4096), (4096, 8192)):
         assert tile(n, k, True) == (*kw.GEMV_NARROW_TILE, 1), (n, k)
+
+
+def test_gemv_decodes_ahead_only_a_short_k_over_few_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Up to 2 programs per SM and 4 steps: 8 rows x 64 groups where that fits, else 16 x 32; 8 warps; the rest
+    keeps its tiles, without the early decode."""
+    monkeypatch.setattr(kw, "_sm_count", lambda index: 132)
+    cuda = torch.device("cuda", 0)
+
+    def choice(n: int, k: int, same_launch_split: bool = False) -> tuple:
+        config = kw._gemv_config(1, n, k // 16, cuda, same_launch_split)
+        return (config["BLOCK_N"], config["BLOCK_G"], config["PREFETCH"], config["SPLIT_K"], config["num_warps"],
+                config.get("DECODE_AHEAD", False))
+
+    for same_launch_split in (False, True):
+        assert choice(1856, 2688, same_launch_split) == (8, 64, 2, 1, 8, True)  # 232 programs, 3 steps
+        assert choice(1024, 4096, same_launch_split) == (8, 64, 2, 1, 8, True)  # 128 programs, 4 steps
+        assert choice(2112, 4096, same_launch_split) == (8, 64, 2, 1, 8, True)  # 264 programs: the bound
+        assert choice(2688, 1856, same_launch_split) == (16, 32, 2, 1, 8, True)  # 8 x 64: 336 programs
+        assert choice(4096, 2048, same_launch_split) == (16, 32, 2, 1, 8, True)  # 8 x 64: 512 programs
+        assert not choice(4096, 4096, same_launch_split)[5]  # 16 x 32: 256 programs but 8 steps
+        assert not choice(1856, 4112, same_launch_split)[5]  # 8 x 64: 5 steps; 16 x 32: 9
+        assert not choice(4232, 2048, same_launch_split)[5]  # 16 x 32: 265 programs
+        assert not choice(21504, 1024, same_launch_split)[5]

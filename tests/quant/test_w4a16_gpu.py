@@ -191,6 +191,32 @@ def test_same_launch_split_k_equals_the_reduce_launch_and_leaves_its_counters_ze
     _check(one_launch, F.linear(x.float(), dequantize_nvfp4(p, s, g, in_features=k), bias.float()))
 
 
+@pytest.mark.parametrize("warps", [4, 8])
+@pytest.mark.parametrize("config,split", [(_GEMV_NARROW, 1), (_GEMV_NARROW, 3), (_GEMV_WIDE, 1), (_GEMV_WIDE, 4)],
+                         ids=["narrow", "narrow-split", "wide", "wide-split"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+def test_gemv_decoding_ahead_of_the_wait_computes_the_same_bits(
+    warps: int, config: dict, split: int, dtype: torch.dtype
+) -> None:
+    """Decoding the prefetched steps before the dependent launch's wait moves work, not arithmetic: the output is
+    the loop's to the bit (split K's partials too, K ranges shorter than the peeled steps, fp32 inputs, which
+    ignore the option)."""
+    from hybridload.kernels import _w4a16_triton as launcher
+
+    n, k = 72, 1200  # a partial last row tile; 75 groups: partial steps, and split ranges under two steps
+    p, s, g = _weights(n, k, seed=21)
+    x = torch.randn(2, k, device=DEVICE, dtype=dtype)
+    bias = torch.randn(n, device=DEVICE, dtype=dtype)
+    w64, su8 = kw.packed_words(p), s.view(torch.uint8)
+    cfg = {**config, "SPLIT_K": split, "num_warps": warps}
+    loop = torch.empty(2, n, device=DEVICE, dtype=dtype)
+    launcher.gemv(x, w64, su8, g, bias, loop, k, False, cfg)
+    ahead = torch.empty(2, n, device=DEVICE, dtype=dtype)
+    launcher.gemv(x, w64, su8, g, bias, ahead, k, False, {**cfg, "DECODE_AHEAD": True})
+    assert torch.equal(ahead, loop)
+    _check(ahead, F.linear(x.float(), dequantize_nvfp4(p, s, g, in_features=k), bias.float()))
+
+
 def test_linear_with_a_workspace_equals_the_call_without(monkeypatch: pytest.MonkeyPatch) -> None:
     """The public path: a layer's workspace changes where the split partials are summed, not the result."""
     from hybridload.kernels import _w4a16_triton as launcher

@@ -157,6 +157,45 @@ _GROUP_DOT_F16_PTX = tl.constexpr(_group_dot_f16_ptx())
 _GROUP_DOT_F16_CONSTRAINTS = tl.constexpr("=r,l,l,l,l,l")
 
 
+_PAIRS_IN_ORDER = """
+    prmt.b32 p, lo, hi, 0x5140;
+    mov.b32 {{c0, c1}}, p;
+    cvt.rn.f16x2.e4m3x2 ${o0}, c0;
+    cvt.rn.f16x2.e4m3x2 ${o1}, c1;
+    prmt.b32 p, lo, hi, 0x7362;
+    mov.b32 {{c0, c1}}, p;
+    cvt.rn.f16x2.e4m3x2 ${o2}, c0;
+    cvt.rn.f16x2.e4m3x2 ${o3}, c1;
+"""
+
+
+def _codes_f16x2_ptx() -> str:
+    """One 64-bit word of codes ($8) -> $0..$7: its 16 codes x 2^-6 as fp16x2 pairs in memory order, the operands
+    ``_group_dot_f16_ptx`` widens inline (so a dot of these pairs rounds as that one does)."""
+    body = [" mov.b64 {w0, w1}, $8;"]
+    for word, base in (("w0", 0), ("w1", 4)):
+        body.append(_E4M3_SPLIT.format(w=word, lo="lo", hi="hi"))
+        body.append(_PAIRS_IN_ORDER.format(o0=base, o1=base + 1, o2=base + 2, o3=base + 3))
+    return "{\n .reg .b32 w0, w1, t, u, lo, hi, p;\n .reg .b16 c0, c1;\n" + "\n".join(body) + "\n}"
+
+
+def _pairs_dot_f16_ptx() -> str:
+    """8 fp16x2 code pairs ($1..$8, from ``_codes_f16x2_ptx``) and the group's 16 fp16 inputs ($9..$12) -> $0: the
+    fp32 sum of the products, with ``_group_dot_f16_ptx``'s operations in its order (the same bits)."""
+    body = [" mov.b64 {x0, x1}, $9;", " mov.b64 {x2, x3}, $10;", " mov.b64 {x4, x5}, $11;", " mov.b64 {x6, x7}, $12;",
+            " mul.rn.f16x2 acc, $1, x0;"]
+    body += [f" fma.rn.f16x2 acc, ${i + 1}, x{i}, acc;" for i in range(1, 8)]
+    body.append(" mov.b32 {h0, h1}, acc;\n cvt.f32.f16 f0, h0;\n cvt.f32.f16 f1, h1;\n add.f32 $0, f0, f1;")
+    regs = " .reg .b32 acc, x0, x1, x2, x3, x4, x5, x6, x7;\n .reg .b16 h0, h1;\n .reg .f32 f0, f1;\n"
+    return "{\n" + regs + "\n".join(body) + "\n}"
+
+
+_CODES_F16X2_PTX = tl.constexpr(_codes_f16x2_ptx())
+_CODES_F16X2_CONSTRAINTS = tl.constexpr("=r," * 8 + "l")
+_PAIRS_DOT_F16_PTX = tl.constexpr(_pairs_dot_f16_ptx())
+_PAIRS_DOT_F16_CONSTRAINTS = tl.constexpr("=r," + "r," * 8 + "l,l,l,l")
+
+
 @triton.jit
 def _e2m1_to_f32(codes):
     c = codes.to(tl.int16)
@@ -537,17 +576,16 @@ def _split16(x):
 
 @triton.jit
 def _input_tile(x_row, offs_g, k_limit):
-    """[BLOCK_G, 16] fp32: the inputs of groups ``offs_g`` (0 at or past ``k_limit``)."""
+    """[BLOCK_G, 16] in x's dtype: the inputs of groups ``offs_g`` (0 at or past ``k_limit``: K's padding)."""
     k = offs_g[:, None] * 16 + tl.arange(0, 16)[None, :]
-    return tl.load(x_row + k, mask=k < k_limit, other=0.0).to(tl.float32)
+    return tl.load(x_row + k, mask=k < k_limit, other=0.0)
 
 
 @triton.jit
-def _group_dot(d, x_row, offs_g, k_limit, F16_INPUTS: tl.constexpr = False):
-    """Per (weight row, group): sum over the group's 16 inputs of code x input, in fp32 (inputs at or past
-    ``k_limit`` read as 0: K's padding, and rows past M with a limit of 0). F16_INPUTS: the inputs x 2^-4
-    rounded to fp16 first, as the fp16x2 path sees them."""
-    xg = _input_tile(x_row, offs_g, k_limit)
+def _group_dot(d, xg, F16_INPUTS: tl.constexpr = False):
+    """Per (weight row, group): sum over the group's 16 inputs ``xg`` ([BLOCK_G, 16]) of code x input, in fp32.
+    F16_INPUTS: the inputs x 2^-4 rounded to fp16 first, as the fp16x2 path sees them."""
+    xg = xg.to(tl.float32)
     if F16_INPUTS:
         xg = (xg * 0.0625).to(tl.float16).to(tl.float32)
     x = _split16(xg)
@@ -558,11 +596,11 @@ def _group_dot(d, x_row, offs_g, k_limit, F16_INPUTS: tl.constexpr = False):
 
 
 @triton.jit
-def _input_words_f16(x_row, offs_g, k_limit):
+def _input_words_f16(xg):
     """Each group's 16 inputs x 2^-4 rounded to fp16, four to an int64 word in memory order: 4 [BLOCK_G] tensors.
 
     Built once per step on the small [BLOCK_G, 16] input tile, so the per-(row, group) PTX reads ready pairs."""
-    xg = _input_tile(x_row, offs_g, k_limit) * 0.0625
+    xg = xg.to(tl.float32) * 0.0625
     bits = xg.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int64) & 0xFFFF
     R: tl.constexpr = bits.shape[0]
     lo, hi = tl.split(tl.reshape(bits, (R, 4, 2, 2)))
@@ -575,18 +613,45 @@ def _input_words_f16(x_row, offs_g, k_limit):
 
 
 @triton.jit
-def _group_dot_f16(w, x_row, offs_g, k_limit, ASM: tl.constexpr):
-    """Per (weight row, group): sum of code x 2^-6 x (input x 2^-4 in fp16) over the group's 16 inputs. With
-    ASM the products accumulate as fp16x2 (8 per lane) and the two lanes are added in fp32; without, the same
-    fp16 inputs are summed in fp32."""
+def _group_dot_f16(w, xg, ASM: tl.constexpr):
+    """Per (weight row, group): sum of code x 2^-6 x (input x 2^-4 in fp16) over the group's 16 inputs ``xg``.
+    With ASM the products accumulate as fp16x2 (8 per lane) and the two lanes are added in fp32; without, the
+    same fp16 inputs are summed in fp32."""
     if ASM:
-        x0, x1, x2, x3 = _input_words_f16(x_row, offs_g, k_limit)
+        x0, x1, x2, x3 = _input_words_f16(xg)
         return tl.inline_asm_elementwise(
             _GROUP_DOT_F16_PTX, _GROUP_DOT_F16_CONSTRAINTS, [w, x0[None, :], x1[None, :], x2[None, :], x3[None, :]],
             dtype=tl.float32, is_pure=True, pack=1,
         )
     else:
-        return _group_dot(_decode16(w, False), x_row, offs_g, k_limit, True)
+        return _group_dot(_decode16(w, False), xg, True)
+
+
+@triton.jit
+def _decoded_step(w, s, ASM: tl.constexpr):
+    """A step's words decoded ahead of its inputs (``DECODE_AHEAD``), with its block scales in fp32: with ASM 8
+    fp16x2 pairs per word (``_codes_f16x2_ptx``), without the 16 fp32 codes of ``_decode16``."""
+    if ASM:
+        pairs = tl.inline_asm_elementwise(
+            _CODES_F16X2_PTX, _CODES_F16X2_CONSTRAINTS, [w], dtype=(tl.int32,) * 8, is_pure=True, pack=1
+        )
+    else:
+        pairs = _decode16(w, False)
+    return pairs, s.to(tl.float8e4nv, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def _decoded_dot_f16(d, xg, ASM: tl.constexpr):
+    """``_group_dot_f16`` of a step decoded by ``_decoded_step``: the same sums, the same bits."""
+    if ASM:
+        x0, x1, x2, x3 = _input_words_f16(xg)
+        return tl.inline_asm_elementwise(
+            _PAIRS_DOT_F16_PTX, _PAIRS_DOT_F16_CONSTRAINTS,
+            [d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], x0[None, :], x1[None, :], x2[None, :], x3[None, :]],
+            dtype=tl.float32, is_pure=True, pack=1,
+        )
+    else:
+        return _group_dot(d, xg, True)
 
 
 @triton.jit
@@ -596,13 +661,15 @@ def _gemv_kernel(
     stride_xm, stride_ym, stride_we, stride_wn, stride_se, stride_sn,
     BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, SPLIT_K: tl.constexpr, SERIAL: tl.constexpr, PREFETCH: tl.constexpr,
     MOE: tl.constexpr, HAS_BIAS: tl.constexpr, RECIPROCAL: tl.constexpr, ASM: tl.constexpr, F16_DOT: tl.constexpr,
-    PDL: tl.constexpr = False,
+    PDL: tl.constexpr = False, DECODE_AHEAD: tl.constexpr = False,
 ):
     """y[m] = x[m] @ dequant(W).T, one row per program row (dense), or one routed (token, expert) pair (MOE).
 
     W is the packed weight viewed as int64 words, (E,) N x KG with KG = ceil(K/16): one word per scale group.
     Each program streams BLOCK_N weight rows over its K range once, PREFETCH steps of words and scales ahead
-    in registers while the current step computes."""
+    in registers while the current step computes. DECODE_AHEAD (dense rows, F16_DOT): the steps loaded before
+    ``_follow_previous_kernel`` are decoded before it too, so a short K range leaves little but the products
+    after the wait."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -622,9 +689,23 @@ def _gemv_kernel(
     w_next, s_next = _step_tiles(w_rows, s_rows, n_mask, offs_g, g_end)
     if PREFETCH > 1:
         w_after, s_after = _step_tiles(w_rows, s_rows, n_mask, offs_g + BLOCK_G, g_end)
-    if not MOE:  # the first steps' words and scales are in flight while the previous kernel drains
+    g_loop = g_begin
+    if DECODE_AHEAD:  # the first PREFETCH steps peeled off the loop and decoded now; the loop's first tiles loaded
+        d0, s0 = _decoded_step(w_next, s_next, ASM)
+        if PREFETCH > 1:
+            d1, s1 = _decoded_step(w_after, s_after, ASM)
+        g_loop = g_begin + PREFETCH * BLOCK_G
+        w_next, s_next = _step_tiles(w_rows, s_rows, n_mask, g_loop + tl.arange(0, BLOCK_G), g_end)
+        if PREFETCH > 1:
+            w_after, s_after = _step_tiles(w_rows, s_rows, n_mask, g_loop + BLOCK_G + tl.arange(0, BLOCK_G), g_end)
+    if not MOE:  # the first steps' words and scales are in flight (or decoded) while the previous kernel drains
         _follow_previous_kernel(PDL)
-    for g0 in range(g_begin, g_end, BLOCK_G):
+    if DECODE_AHEAD:
+        k_end = tl.minimum(K, g_end * 16)  # a peeled step past this program's K range reads no input
+        acc += _decoded_dot_f16(d0, _input_tile(x_row, g_begin + tl.arange(0, BLOCK_G), k_end), ASM) * s0
+        if PREFETCH > 1:
+            acc += _decoded_dot_f16(d1, _input_tile(x_row, g_begin + BLOCK_G + tl.arange(0, BLOCK_G), k_end), ASM) * s1
+    for g0 in range(g_loop, g_end, BLOCK_G):
         offs_g = g0 + tl.arange(0, BLOCK_G)
         w = w_next
         s = s_next.to(tl.float8e4nv, bitcast=True).to(tl.float32)
@@ -634,10 +715,11 @@ def _gemv_kernel(
             w_after, s_after = _step_tiles(w_rows, s_rows, n_mask, offs_g + 2 * BLOCK_G, g_end)
         else:
             w_next, s_next = _step_tiles(w_rows, s_rows, n_mask, offs_g + PREFETCH * BLOCK_G, g_end)
+        xg = _input_tile(x_row, offs_g, K)
         if F16_DOT:
-            acc += _group_dot_f16(w, x_row, offs_g, K, ASM) * s
+            acc += _group_dot_f16(w, xg, ASM) * s
         else:
-            acc += _group_dot(_decode16(w, ASM), x_row, offs_g, K) * s
+            acc += _group_dot(_decode16(w, ASM), xg) * s
     if F16_DOT:  # undo the decode's 2^-6 and the input's 2^-4
         total = tl.sum(acc, axis=1) * 1024.0
     else:
@@ -858,12 +940,14 @@ def gemv(
     """Decode GEMV: ``out`` rows = x rows @ dequant(W).T (each row streams the weight: meant for one), or with
     ``topk_ids`` one row per routed (token, expert) pair. ``w64``: (E,) N x KG int64 words; ``config``:
     BLOCK_N, BLOCK_G, SPLIT_K, num_warps, PREFETCH (steps loaded ahead, 1 or 2), F16_DOT (16-bit inputs: sum
-    each group's products as fp16x2, default on; fp32 inputs always sum in fp32). ``counters``: see
-    ``_launch_decode``; ``pdl``: None launches as ``GEMV_PDL`` says."""
+    each group's products as fp16x2, default on; fp32 inputs always sum in fp32), DECODE_AHEAD (dense rows
+    with F16_DOT: decode the prefetched steps before waiting for the previous kernel; default off).
+    ``counters``: see ``_launch_decode``; ``pdl``: None launches as ``GEMV_PDL`` says."""
     f16_dot = x2.dtype != torch.float32 and config.get("F16_DOT", True)
+    decode_ahead = topk_ids is None and f16_dot and config.get("DECODE_AHEAD", False)
     return _launch_decode(_gemv_kernel, 1, x2, w64, scale_u8, gscale, bias, out, k, reciprocal, config,
                           topk_ids, topk, config.get("PREFETCH", 1), 1, counters, GEMV_PDL if pdl is None else pdl,
-                          F16_DOT=f16_dot)
+                          F16_DOT=f16_dot, DECODE_AHEAD=decode_ahead)
 
 
 def mma_gemv(
@@ -907,6 +991,7 @@ DEQUANT_BLOCK = (16, 16)
 #: (``pdl_supported``): its programs are scheduled, and a dense call's first weight words and scales read, while
 #: the previous kernel drains (``benchmarks/w4a16.py`` times both orderings side by side; docs/quantized.md)
 GEMV_PDL = True
+#: the GEMV loads each step's inputs one step ahead, as it does the words and scales
 #: the tensor-core decode GEMM (2 to 16 rows) launches plainly: launched as a dependent (its programs wait before
 #: their first load) it measured slower at most decode shapes on an H100 (docs/quantized.md)
 MMA_PDL = False

@@ -153,8 +153,19 @@ def _gemv_config(m: int, n: int, kg: int, device: torch.device, same_launch_spli
     over ``GEMV_SHORT_K_STEPS`` steps when a split costs a second launch (the reduce, about 4 us in a CUDA
     graph), over ``GEMV_SHORT_K_STEPS_SAME_LAUNCH`` when the call has a workspace (``same_launch_split``). Then
     ``GEMV_SPLIT_TILE`` (32 rows x 16 groups, one step prefetched) with K split to about
-    ``GEMV_SPLIT_PROGRAMS_PER_SM`` programs per SM, each split at least ``GEMV_MIN_STEPS`` steps."""
+    ``GEMV_SPLIT_PROGRAMS_PER_SM`` programs per SM, each split at least ``GEMV_MIN_STEPS`` steps.
+
+    Before all that, a short K over few rows, where a dependent launch's time is mostly what follows its wait:
+    the first of ``GEMV_DECODE_AHEAD_TILES`` that gives at most ``GEMV_DECODE_AHEAD_PROGRAMS_PER_SM`` programs
+    per SM and at most ``GEMV_DECODE_AHEAD_MAX_STEPS`` steps runs with 8 warps and its two prefetched steps
+    decoded before the wait (``DECODE_AHEAD``: w4a16-decode-ahead-h100.json, w4a16-decode-ahead-sweep-h100.json;
+    K unsplit, since a split measured slower with it)."""
     sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" else 4
+    for block_n, block_g in GEMV_DECODE_AHEAD_TILES:
+        if (-(-n // block_n) <= GEMV_DECODE_AHEAD_PROGRAMS_PER_SM * sms
+                and -(-kg // block_g) <= GEMV_DECODE_AHEAD_MAX_STEPS):
+            config = _gemv_tile_config(block_n, block_g, 2)
+            return {**config, "num_warps": GEMV_DECODE_AHEAD_WARPS, "DECODE_AHEAD": True}
     few_rows = -(-n // GEMV_NARROW_TILE[0]) <= GEMV_PROGRAMS_PER_SM * sms
     block_n, block_g, prefetch = GEMV_NARROW_TILE if few_rows else GEMV_TILE
     short = GEMV_SHORT_K_STEPS_SAME_LAUNCH if same_launch_split else GEMV_SHORT_K_STEPS
@@ -180,6 +191,11 @@ GEMV_SHORT_K_STEPS = 16
 GEMV_SHORT_K_STEPS_SAME_LAUNCH = 8
 GEMV_SPLIT_PROGRAMS_PER_SM = 8
 GEMV_MIN_STEPS = 2
+#: short K over few rows: (BLOCK_N, BLOCK_G) tried in order, two steps prefetched and decoded before the wait
+GEMV_DECODE_AHEAD_TILES = ((8, 64), (16, 32))
+GEMV_DECODE_AHEAD_PROGRAMS_PER_SM = 2
+GEMV_DECODE_AHEAD_MAX_STEPS = 4
+GEMV_DECODE_AHEAD_WARPS = 8
 
 
 def _mma_config(kg: int) -> dict:
