@@ -45,6 +45,9 @@ def test_the_kernel_table_is_the_recorded_run():
     assert {id(d) for d in rows if d["speedup_vs_plain_pytorch_eager"] >= 10} == {id(d) for d in long_or_moe}
     for d in one_row:
         assert f"{d['speedup_vs_bf16_graph']:.2f}×" in text
+    after = ", ".join(f"{d['bf16_graph_us_after_a_plain_kernel'] / d['w4a16_graph_us_after_a_plain_kernel_pdl']:.2f}×"
+                      for d in one_row)
+    assert f"the same shapes reach {after.rsplit(', ', 1)[0]} and {after.rsplit(', ', 1)[1]}" in text
     assert f"({moe['speedup_vs_bf16_graph']:.2f}×," in text and "**Against the targets:**" in text
 
 
