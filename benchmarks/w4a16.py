@@ -13,6 +13,9 @@ For each shape it prints and records, per implementation:
   (programmatic dependent launch: a call's programs start while the previous call drains) and
   ``w4a16_graph_us_plain_launch``; at M = 1 also each call after an ordinary elementwise kernel, its own time
   subtracted (``*_after_a_plain_kernel``), where nothing can overlap, with bf16 cuBLAS timed the same way;
+  eager through a served layer's ``W4A16Layer`` (its kernel launch kept and replayed: ``w4a16_layer_eager_us``),
+  and ``sustained_us``: wall time per call of many eager calls in a row (``w4a16_linear``, the layer, bf16
+  ``F.linear``, plain PyTorch), what an eager loop sustains, host time included;
 
 and the ratios the targets are stated in: bf16 time / W4A16 time, plain-PyTorch time / W4A16 time, and the
 packed bytes read per second as a fraction of the device-to-device copy bandwidth measured in the same run
@@ -86,6 +89,19 @@ def eager_us(fn) -> float:
     import triton.testing
 
     return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median") * 1e3
+
+
+def sustained_us(fn, calls: int = 400) -> float:
+    """Wall time per call of ``calls`` eager calls in a row, synchronized only at both ends: the rate an eager
+    loop sustains, bound by the host's time per call or the GPU's, whichever is longer (no L2 flush)."""
+    for _ in range(10):
+        fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / calls * 1e6
 
 
 def packed(n: int, k: int, seed: int):
@@ -168,6 +184,13 @@ def linear_case(m: int, n: int, k: int, bw: float, config: dict | None = None) -
             row["bf16_graph_us_after_a_plain_kernel"] = after_a_plain_kernel_us(bf16, bf_copies, x)
         row["plain_pytorch_eager_us"] = eager_us(plain)
         row["plain_pytorch_graph_us"] = graph_time_us(plain_call, copies)
+        # eager through a served layer's W4A16Layer (its launch kept after the first call, then replayed)
+        layer = kw.W4A16Layer(p0, s0, g0, in_features=k, workspace=workspaces[0])
+        layer(x)
+        row["w4a16_layer_eager_us"] = eager_us(lambda: layer(x))
+        row["speedup_vs_plain_pytorch_layer_eager"] = row["plain_pytorch_eager_us"] / row["w4a16_layer_eager_us"]
+        row["sustained_us"] = {"w4a16_linear": sustained_us(ours(0)), "w4a16_layer": sustained_us(lambda: layer(x)),
+                               "bf16_linear": sustained_us(bf16(0)), "plain_pytorch": sustained_us(plain, 50)}
         row["speedup_vs_plain_pytorch_graph"] = row["plain_pytorch_graph_us"] / row["w4a16_graph_us"]
     row["speedup_vs_bf16_graph"] = row["bf16_graph_us"] / row["w4a16_graph_us"]
     row["speedup_vs_bf16_eager"] = row["bf16_eager_us"] / row["w4a16_eager_us"]
@@ -350,6 +373,10 @@ def main() -> None:
                      "(graph) vs plain PyTorch" if "speedup_vs_plain_pytorch_eager" in row else "")
                   + (f"; plain launch {row['w4a16_graph_us_plain_launch']:.1f} / with PDL {row['w4a16_graph_us_pdl']:.1f} us"
                      if "w4a16_graph_us_pdl" in row else "")
+                  + (f"; layer eager {row['w4a16_layer_eager_us']:.1f} us (x{row['speedup_vs_plain_pytorch_layer_eager']:.1f} "
+                     "vs plain PyTorch); sustained us/call " + " / ".join(f"{key} {value:.1f}" for key, value in
+                                                                          row["sustained_us"].items())
+                     if "sustained_us" in row else "")
                   + (f"; after a plain kernel {row['w4a16_graph_us_after_a_plain_kernel']:.1f} / with PDL "
                      f"{row['w4a16_graph_us_after_a_plain_kernel_pdl']:.1f} / bf16 {row['bf16_graph_us_after_a_plain_kernel']:.1f} us"
                      if "w4a16_graph_us_after_a_plain_kernel" in row else ""),

@@ -137,3 +137,34 @@ def test_no_launch_path_reads_back_to_the_host() -> None:
         calls = {n.func.attr for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
         assert calls, name
         assert not calls & syncing, (name, calls & syncing)
+
+
+def test_a_layer_checks_its_operands_once_and_each_new_input_layout() -> None:
+    """``W4A16Layer`` refuses bad operands when made and a bad input on its call, with the same typed errors;
+    meta inputs get shaped outputs and keep nothing (no launch happened)."""
+    from hybridload.kernels.w4a16 import W4A16Layer
+
+    ops = {k: v for k, v in _args().items() if k != "x"}
+    layer = W4A16Layer(**ops, bias=torch.empty(N, dtype=torch.bfloat16, device="meta"), in_features=K,
+                       workspace=w4a16_workspace(N, "meta"))
+    assert layer(torch.empty(2, 5, K, dtype=torch.float16, device="meta")).shape == (2, 5, N)
+    assert list(layer._launches.values()) == [None]
+    with pytest.raises(KernelArgumentError, match="W4A16Layer: x has 48 features, the layer 64"):
+        layer(torch.empty(1, 48, dtype=torch.bfloat16, device="meta"))
+    with pytest.raises(KernelArgumentError, match="W4A16Layer: x must be a tensor"):
+        layer([1.0] * K)
+    with pytest.raises(KernelArgumentError, match="stride 1"):
+        layer(torch.empty(K, 2, dtype=torch.bfloat16, device="meta").t())
+    with pytest.raises(KernelArgumentError, match="W4A16Layer: in_features must be a positive int"):
+        W4A16Layer(**ops, in_features=0)
+    with pytest.raises(KernelArgumentError, match="W4A16Layer"):
+        W4A16Layer(**{**ops, "weight_scale": torch.empty(N, K // 16 + 1, dtype=torch.float8_e4m3fn, device="meta")},
+                   in_features=K)
+    with pytest.raises(KernelArgumentError, match="W4A16Layer"):
+        W4A16Layer(**ops, bias=torch.empty(N + 1, dtype=torch.bfloat16, device="meta"), in_features=K)
+    with pytest.raises(KernelArgumentError, match="pdl must be"):
+        W4A16Layer(**ops, in_features=K, pdl="yes")
+    with pytest.raises(KernelArgumentError, match="CUDA devices only"):
+        W4A16Layer(**{k: torch.empty(v.shape, dtype=v.dtype) for k, v in ops.items()}, in_features=K)
+    assert layer.matches(ops["weight"], ops["weight_scale"], ops["global_scale"], layer.operands[3], layer.operands[4])
+    assert not layer.matches(ops["weight"], ops["weight_scale"], ops["global_scale"], None, layer.operands[4])

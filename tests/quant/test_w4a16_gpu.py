@@ -371,3 +371,104 @@ def test_decode_calls_launched_as_dependents_read_only_the_previous_calls_finish
         torch.cuda.synchronize()
         assert torch.equal(captured, run(False))
         assert not any(space.any() for space in spaces)
+
+
+def _no_launch_path(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a replayed call goes through no launch helper")
+
+
+@pytest.mark.parametrize("dtype,rows,workspace,bias", [
+    (torch.float16, 1, False, False), (torch.float16, 1, True, True), (torch.float32, 2, False, True),
+    (torch.float16, 5, True, False),  # the tensor-core decode GEMM, K split and summed in the same launch
+], ids=["gemv", "gemv-split-bias", "gemv-fp32-rows", "mma-split"])
+def test_a_layer_replays_the_kept_launch_of_each_input_layout_with_the_same_bits(
+    dtype: torch.dtype, rows: int, workspace: bool, bias: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A layer's first call of an input layout keeps its one launch; later calls of that layout replay it with
+    their own input (no launch helper, no checks past the input's key) and get what ``w4a16_linear`` computes;
+    a new layout is a new first call."""
+    from hybridload.kernels import _w4a16_triton as launcher
+
+    n, k = 72, 12288 if workspace else 1200  # with a workspace, a K long enough that both kernels split it
+    gemv = rows == 1 or dtype == torch.float32
+    config = kw._gemv_config(rows, n, k // 16, torch.device(DEVICE), workspace) if gemv else kw._mma_config(k // 16)
+    assert (config["SPLIT_K"] > 1) == workspace
+    p, s, g = _weights(n, k, seed=31)
+    b = torch.randn(n, device=DEVICE, dtype=dtype) if bias else None
+    space = kw.w4a16_workspace(rows * n, DEVICE) if workspace else None
+    layer = kw.W4A16Layer(p, s, g, b, in_features=k, workspace=space)
+    first = torch.randn(rows, k, device=DEVICE, dtype=dtype)
+    assert torch.equal(layer(first), kw.w4a16_linear(first, p, s, g, b, workspace=space))
+    assert len(layer._launches) == 1 and None not in layer._launches.values()
+    later = [torch.randn(rows, k, device=DEVICE, dtype=dtype) for _ in range(2)]
+    expected = [kw.w4a16_linear(x, p, s, g, b, workspace=space) for x in later]
+    with monkeypatch.context() as patched:
+        patched.setattr(launcher, "_launch", _no_launch_path)
+        patched.setattr(kw, "_check_packed", _no_launch_path)
+        replayed = [layer(x) for x in later]
+    for got, want in zip(replayed, expected):
+        assert torch.equal(got, want)
+    assert space is None or not space.any()
+    _check(replayed[-1], F.linear(later[-1].float(), dequantize_nvfp4(p, s, g, in_features=k), None if b is None else b.float()))
+    stacked = later[0].reshape(rows, 1, k)  # a 3-d input: another layout, its own first call
+    assert torch.equal(layer(stacked), expected[0].reshape(rows, 1, n)) and len(layer._launches) == 2
+
+
+def test_a_layer_keeps_no_launch_where_a_call_launches_twice_and_checks_what_it_is_given() -> None:
+    """K split without a workspace sums its partials with a second launch: nothing is kept and every call takes
+    the full path. Operands are checked when the layer is made, an input on every first call of its layout."""
+    from hybridload.errors import KernelArgumentError
+
+    n, k = 64, 32768  # long K over few rows: split
+    p, s, g = _weights(n, k, seed=32)
+    layer = kw.W4A16Layer(p, s, g, in_features=k)
+    x = torch.randn(1, k, device=DEVICE, dtype=torch.float16)
+    for _ in range(2):
+        assert torch.equal(layer(x), kw.w4a16_linear(x, p, s, g))
+    assert list(layer._launches.values()) == [None]
+    with pytest.raises(KernelArgumentError, match="W4A16Layer"):
+        layer(torch.randn(1, k + 16, device=DEVICE, dtype=torch.float16))
+    with pytest.raises(KernelArgumentError, match="stride 1"):
+        layer(torch.randn(k, 2, device=DEVICE, dtype=torch.float16).t()[:1])
+    with pytest.raises(KernelArgumentError, match="W4A16Layer"):
+        kw.W4A16Layer(p, s, g, in_features=k + 16)
+    with pytest.raises(KernelArgumentError, match="W4A16Layer"):
+        kw.W4A16Layer(p, s[:, :-1], g, in_features=k)
+    assert layer.matches(p, s, g, None, None) and not layer.matches(p.clone(), s, g, None, None)
+
+
+def test_a_replayed_call_on_an_input_that_requires_grad_refuses_backward() -> None:
+    from hybridload.errors import KernelUnavailableError
+
+    p, s, g = _weights(64, 512, seed=33)
+    layer = kw.W4A16Layer(p, s, g, in_features=512)
+    x = torch.randn(1, 512, device=DEVICE, dtype=torch.float16, requires_grad=True)
+    layer(x.detach())  # the first call of this layout keeps the launch
+    y = layer(x)
+    assert torch.equal(y.detach(), kw.w4a16_linear(x.detach(), p, s, g)) and y.requires_grad
+    with pytest.raises(KernelUnavailableError):
+        y.sum().backward()
+
+
+def test_a_served_layer_replays_its_launches_and_makes_a_new_layer_when_a_weight_is_replaced() -> None:
+    """NVFP4Linear's Triton forward goes through its kept W4A16Layer; replacing a parameter makes a new one."""
+    from hybridload.quant import backends
+    from hybridload.quant.modules import NVFP4Linear
+
+    p, s, g = _weights(96, 640, seed=34)
+    layer = NVFP4Linear(640, 96, device=DEVICE)
+    with torch.no_grad():
+        layer.weight.copy_(p), layer.weight_scale.copy_(s), layer.weight_scale_2.copy_(g.reshape(()))
+    layer.backend = backends.TRITON
+    x = torch.randn(1, 640, device=DEVICE, dtype=torch.float16)
+    with torch.no_grad():
+        y = layer(x)
+        kept = layer.__dict__["_kernel_layer"]
+        assert torch.equal(layer(x), y) and layer.__dict__["_kernel_layer"] is kept
+        workspace = layer.__dict__["_kernel_workspace"]
+        assert torch.equal(y, kw.w4a16_linear(x, p, s, g.reshape(()), workspace=workspace))
+        other = _weights(96, 640, seed=35)
+        layer.weight = torch.nn.Parameter(other[0], requires_grad=False)
+        changed = layer(x)
+    assert layer.__dict__["_kernel_layer"] is not kept
+    assert torch.equal(changed, kw.w4a16_linear(x, other[0], s, g.reshape(()), workspace=workspace))

@@ -786,14 +786,16 @@ def _specialization(value: object) -> object:
 
 
 def _launch(kernel, grid: tuple[int, ...], like: torch.Tensor, args: tuple, num_warps: int, num_stages: int | None = None,
-            launch_pdl: bool = False, **constexprs: object) -> None:
+            launch_pdl: bool = False, kept: list | None = None, **constexprs: object) -> None:
     """``kernel[grid](*args, **constexprs)`` on ``like``'s device. The first launch of a specialization goes
     through Triton's JIT, which compiles (or finds) the kernel; later launches call that compiled kernel
     directly, skipping Triton's per-call argument specialization and cache lookup (most of an eager call's host
     time: w4a16-launch-overhead-h100.md). The key holds all Triton specializes on (``_specialization`` of each
     argument), the constexprs, warps, stages, the launch attribute and the device, so a reused kernel is the one
     the JIT would pick. ``launch_pdl``: launch with programmatic stream serialization (the kernel must wait with
-    ``griddepcontrol.wait`` before touching what a previous kernel may write: ``_follow_previous_kernel``)."""
+    ``griddepcontrol.wait`` before touching what a previous kernel may write: ``_follow_previous_kernel``).
+    ``kept``: append ``(call, args)``, where ``call(*args)`` launches the same kernel on the same grid again (on
+    the current stream of the current device): what a layer replays for the next input of the same layout."""
     with device_guard(like):
         key = (kernel, like.device.index, num_warps, num_stages, launch_pdl, tuple(constexprs.items()),
                tuple(_specialization(value) for value in args))
@@ -805,11 +807,30 @@ def _launch(kernel, grid: tuple[int, ...], like: torch.Tensor, args: tuple, num_
             compiled = kernel[grid](*args, **constexprs, **options)
             if hasattr(compiled, "result"):  # an asynchronous compile's future
                 compiled = compiled.result()
-            if isinstance(compiled, CompiledKernel):  # Triton's interpreter compiles nothing to keep
-                _COMPILED[key] = (compiled, tuple(kernel.arg_names[len(args):]))
+            if not isinstance(compiled, CompiledKernel):  # Triton's interpreter compiles nothing to keep
+                if kept is not None:
+                    kept.append((functools.partial(_interpret, kernel, grid, constexprs, options), args))
+                return
+            entry = _COMPILED[key] = (compiled, tuple(kernel.arg_names[len(args):]))
+            if kept is not None:
+                kept.append((_compiled_call(entry, grid, constexprs), args))
             return
-        compiled, names = entry
-        compiled[(*grid, 1, 1)[:3]](*args, *(constexprs[name] for name in names))  # the compiled runner reads 3 dims
+        call = _compiled_call(entry, grid, constexprs)
+        call(*args)
+        if kept is not None:
+            kept.append((call, args))
+
+
+def _compiled_call(entry: tuple, grid: tuple[int, ...], constexprs: dict):
+    """``call(*args)``: the kept compiled kernel's runner on ``grid`` (it reads 3 dims), constexprs appended."""
+    compiled, names = entry
+    runner = compiled[(*grid, 1, 1)[:3]]
+    values = tuple(constexprs[name] for name in names)
+    return lambda *args: runner(*args, *values)
+
+
+def _interpret(kernel, grid: tuple[int, ...], constexprs: dict, options: dict, *args: object) -> None:
+    kernel[grid](*args, **constexprs, **options)
 
 
 def _reduce_partials(partials: torch.Tensor, gscale: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor,
@@ -900,12 +921,13 @@ def _launch_decode(
     kernel, rows_per_program: int, x2: torch.Tensor, w64: torch.Tensor, scale_u8: torch.Tensor, gscale: torch.Tensor,
     bias: torch.Tensor | None, out: torch.Tensor, k: int, reciprocal: bool, config: dict,
     topk_ids: torch.Tensor | None, topk: int, prefetch: int, stages: int, counters: torch.Tensor | None,
-    pdl: bool, **variant: bool,
+    pdl: bool, kept: list | None = None, **variant: bool,
 ) -> torch.Tensor:
     """One launch of a word-decoding kernel (dense rows or routed pairs). When K is split, the partials are
     summed in the same launch if ``counters`` (int32 zeros, one per output tile) is given and large enough,
     else by a second launch (the reduce). ``pdl``: launch with programmatic dependent launch where the GPU and
-    Triton support it; the reduce launch is always plainly ordered."""
+    Triton support it; the reduce launch is always plainly ordered. ``kept``: see ``_launch``; a call that needs
+    the reduce launch appends None after it (two launches: not one to replay)."""
     moe = topk_ids is not None
     n, kg = w64.shape[-2], w64.shape[-1]
     m = out.shape[0]
@@ -924,11 +946,13 @@ def _launch_decode(
         m, n, k, kg, g_per_split, topk, experts,
         x2.stride(0), out.stride(0), w64.stride(0) if moe else 0, w64.stride(-2),
         scale_u8.stride(0) if moe else 0, scale_u8.stride(-2),
-    ), config["num_warps"], stages, pdl,
+    ), config["num_warps"], stages, pdl, kept,
         BLOCK_N=block_n, BLOCK_G=block_g, SPLIT_K=split_k, SERIAL=serial, PREFETCH=prefetch, MOE=moe,
         HAS_BIAS=bias is not None, RECIPROCAL=reciprocal, ASM=_asm(x2.device), PDL=pdl, **variant)
     if split_k > 1 and not serial:
         _reduce_partials(partials, gscale, bias, out, reciprocal)
+        if kept is not None:
+            kept.append(None)
     return out
 
 
@@ -936,31 +960,33 @@ def gemv(
     x2: torch.Tensor, w64: torch.Tensor, scale_u8: torch.Tensor, gscale: torch.Tensor, bias: torch.Tensor | None,
     out: torch.Tensor, k: int, reciprocal: bool, config: dict,
     topk_ids: torch.Tensor | None = None, topk: int = 1, counters: torch.Tensor | None = None, pdl: bool | None = None,
+    kept: list | None = None,
 ) -> torch.Tensor:
     """Decode GEMV: ``out`` rows = x rows @ dequant(W).T (each row streams the weight: meant for one), or with
     ``topk_ids`` one row per routed (token, expert) pair. ``w64``: (E,) N x KG int64 words; ``config``:
     BLOCK_N, BLOCK_G, SPLIT_K, num_warps, PREFETCH (steps loaded ahead, 1 or 2), F16_DOT (16-bit inputs: sum
     each group's products as fp16x2, default on; fp32 inputs always sum in fp32), DECODE_AHEAD (dense rows
     with F16_DOT: decode the prefetched steps before waiting for the previous kernel; default off).
-    ``counters``: see ``_launch_decode``; ``pdl``: None launches as ``GEMV_PDL`` says."""
+    ``counters``, ``kept``: see ``_launch_decode``; ``pdl``: None launches as ``GEMV_PDL`` says."""
     f16_dot = x2.dtype != torch.float32 and config.get("F16_DOT", True)
     decode_ahead = topk_ids is None and f16_dot and config.get("DECODE_AHEAD", False)
     return _launch_decode(_gemv_kernel, 1, x2, w64, scale_u8, gscale, bias, out, k, reciprocal, config,
                           topk_ids, topk, config.get("PREFETCH", 1), 1, counters, GEMV_PDL if pdl is None else pdl,
-                          F16_DOT=f16_dot, DECODE_AHEAD=decode_ahead)
+                          kept, F16_DOT=f16_dot, DECODE_AHEAD=decode_ahead)
 
 
 def mma_gemv(
     x2: torch.Tensor, w64: torch.Tensor, scale_u8: torch.Tensor, gscale: torch.Tensor, bias: torch.Tensor | None,
     out: torch.Tensor, k: int, reciprocal: bool, config: dict,
     topk_ids: torch.Tensor | None = None, topk: int = 1, counters: torch.Tensor | None = None, pdl: bool | None = None,
+    kept: list | None = None,
 ) -> torch.Tensor:
     """Tensor-core decode GEMM: ``out`` rows = x rows (16 a program) @ dequant(W).T, or one row per routed pair.
-    ``config``: BLOCK_N, BLOCK_G, SPLIT_K, num_warps, num_stages, PREFETCH (0 or 1). ``counters``: see
-    ``_launch_decode``; ``pdl``: None launches as ``MMA_PDL`` says."""
+    ``config``: BLOCK_N, BLOCK_G, SPLIT_K, num_warps, num_stages, PREFETCH (0 or 1). ``counters``,
+    ``kept``: see ``_launch_decode``; ``pdl``: None launches as ``MMA_PDL`` says."""
     return _launch_decode(_mma_gemv_kernel, 16, x2, w64, scale_u8, gscale, bias, out, k, reciprocal, config,
                           topk_ids, topk, config.get("PREFETCH", 0), config["num_stages"], counters,
-                          MMA_PDL if pdl is None else pdl)
+                          MMA_PDL if pdl is None else pdl, kept)
 
 
 def dequantize(

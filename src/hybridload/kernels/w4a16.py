@@ -44,7 +44,7 @@ MOE_PER_PAIR_MAX = 64
 MOE_GEMV_MAX_PAIRS = 32
 MOE_BLOCK_M = 16
 
-__all__ = ["w4a16_linear", "w4a16_moe", "w4a16_workspace", "w4a16_workspace_size", "nvfp4_dequantize", "GEMM_MAX_M",
+__all__ = ["w4a16_linear", "W4A16Layer", "w4a16_moe", "w4a16_workspace", "w4a16_workspace_size", "nvfp4_dequantize", "GEMM_MAX_M",
            "GEMV_MAX_M", "MMA_MAX_M"]
 
 
@@ -285,6 +285,15 @@ def w4a16_linear(
     x2 = _rows(fn, x)
     check.device(fn, {"x": x, "weight": weight, "weight_scale": weight_scale, "global_scale": global_scale, "bias": bias,
                       "workspace": workspace})
+    return _linear(fn, x, x2, weight, weight_scale, global_scale, bias, reciprocal_global, workspace, pdl, None)
+
+
+def _linear(fn: str, x: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor,
+            global_scale: torch.Tensor, bias: torch.Tensor | None, reciprocal_global: bool,
+            workspace: torch.Tensor | None, pdl: bool | None, kept: list | None) -> torch.Tensor:
+    """``w4a16_linear`` of checked arguments (``x2``: x as rows). ``kept``: the decode kernels append their
+    launch to it (``_w4a16_triton._launch``); the other paths append nothing."""
+    k, n = x.shape[-1], weight.shape[0]
     out_shape = (*x.shape[:-1], n)
     if x.device.type == "meta" or x.numel() == 0:
         return torch.empty(out_shape, dtype=x.dtype, device=x.device)
@@ -302,16 +311,117 @@ def w4a16_linear(
             elif m <= GEMV_MAX_M or x.dtype == torch.float32:  # fp32 inputs stay fp32 (the MMA takes fp16)
                 config = _gemv_config(m, n, w64.shape[1], x.device, same_launch_split=workspace is not None)
                 launcher.gemv(x2, w64, scale_u8, global_scale, bias, out, k, reciprocal_global, config, counters=workspace,
-                              pdl=pdl)
+                              pdl=pdl, kept=kept)
             else:
                 launcher.mma_gemv(x2, w64, scale_u8, global_scale, bias, out, k, reciprocal_global, _mma_config(w64.shape[1]),
-                                  counters=workspace, pdl=pdl)
+                                  counters=workspace, pdl=pdl, kept=kept)
             return out.view(out_shape)
         dense = torch.empty((n, k), dtype=x.dtype, device=x.device)
         launcher.dequantize(weight, scale_u8, global_scale, dense, k, reciprocal_global, w64)
         return torch.nn.functional.linear(x2, dense, bias).view(out_shape)
 
     return _forward_only.run(fn, launch, (x, bias))
+
+
+class W4A16Layer:
+    """``w4a16_linear`` of one layer's fixed operands, for eager decode: the operands are checked once, and the
+    first call of each input layout (dtype, shape, strides, 16-byte alignment, device) keeps its kernel launch,
+    which later calls of that layout replay with their own input and a new output. A replayed call checks and
+    keys only its input, so it skips most of an eager call's host time (w4a16-launch-overhead-h100.md); its
+    result is the first call's computation on the new input (the same kernel, grid and arguments). Calls that
+    launch more than one kernel (K split without a workspace, dequantize + cuBLAS for many rows) are not kept.
+    A kept launch with K split in the same launch reuses its fp32 partials, so, as with the workspace, one
+    layer's calls must not run concurrently (different streams, or graphs replayed at the same time).
+
+    ``matches`` tells whether the layer still holds these operand tensors (a module rebuilds its layer when a
+    tensor is replaced)."""
+
+    def __init__(
+        self, weight: torch.Tensor, weight_scale: torch.Tensor, global_scale: torch.Tensor,
+        bias: torch.Tensor | None = None, *, in_features: int, reciprocal_global: bool = False,
+        workspace: torch.Tensor | None = None, pdl: bool | None = None,
+    ) -> None:
+        fn = "W4A16Layer"
+        if not isinstance(in_features, int) or in_features <= 0:
+            raise check.fail(fn, f"in_features must be a positive int, got {in_features!r}")
+        _check_packed(fn, weight, weight_scale, (), in_features)
+        _check_global(fn, "global_scale", global_scale, None)
+        check.tensor(fn, "bias", bias, optional=True)
+        if bias is not None:
+            check.shape(fn, "bias", bias, (weight.shape[0],), "(N,)")
+            if not bias.is_contiguous():
+                raise check.fail(fn, "bias must be contiguous")
+        if workspace is not None:
+            _check_workspace(fn, workspace, weight.shape[0])
+        if pdl is not None and not isinstance(pdl, bool):
+            raise check.fail(fn, f"pdl must be True, False or None (where supported), got {pdl!r}")
+        check.device(fn, {"weight": weight, "weight_scale": weight_scale, "global_scale": global_scale, "bias": bias,
+                          "workspace": workspace})
+        self.in_features = in_features
+        self.operands = (weight, weight_scale, global_scale, bias, workspace)
+        self.reciprocal_global = reciprocal_global
+        self.pdl = pdl
+        self._pointers = self._operand_pointers()
+        #: kept launch by input layout: (call, args, input slots, output slots) or None (not kept: full path)
+        self._launches: dict[tuple, tuple | None] = {}
+
+    def _operand_pointers(self) -> tuple:
+        return tuple(None if t is None else (t.data_ptr(), t.dtype, t.shape) for t in self.operands)
+
+    def matches(self, weight: torch.Tensor, weight_scale: torch.Tensor, global_scale: torch.Tensor,
+                bias: torch.Tensor | None, workspace: torch.Tensor | None) -> bool:
+        held = self.operands
+        return (weight is held[0] and weight_scale is held[1] and global_scale is held[2] and bias is held[3]
+                and workspace is held[4] and self._operand_pointers() == self._pointers)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        fn = "W4A16Layer"
+        key = (x.dtype, x.shape, x.stride(), x.data_ptr() % 16, x.device) if isinstance(x, torch.Tensor) else None
+        kept = self._launches.get(key) if key is not None else None
+        weight, weight_scale, global_scale, bias, workspace = self.operands
+        if kept is None:
+            x = _check_x(fn, x)
+            if x.shape[-1] != self.in_features:
+                raise check.fail(fn, f"x has {x.shape[-1]} features, the layer {self.in_features}")
+            x2 = _rows(fn, x)
+            check.device(fn, {"x": x, "weight": weight})
+            launches: list = []
+            out = _linear(fn, x, x2, weight, weight_scale, global_scale, bias, self.reciprocal_global, workspace,
+                          self.pdl, launches)
+            if key not in self._launches:
+                self._launches[key] = self._kept(launches, x2, out)
+            return out
+        call, args, input_slots, output_slots = kept
+        x2 = x if x.dim() == 2 else x.view(-1, x.shape[-1])
+        n = weight.shape[0]
+
+        def launch() -> torch.Tensor:
+            out = torch.empty((x2.shape[0], n), dtype=x.dtype, device=x.device)
+            filled = list(args)
+            for i in input_slots:
+                filled[i] = x2
+            for i in output_slots:
+                filled[i] = out
+            with _runtime.device_guard(x):
+                call(*filled)
+            return out.view(*x.shape[:-1], n)
+
+        return _forward_only.run(fn, launch, (x, bias))
+
+    @staticmethod
+    def _kept(launches: list, x2: torch.Tensor, out: torch.Tensor) -> tuple | None:
+        """The one launch of a first call, its input and output slots emptied (so the layer does not hold them)."""
+        if len(launches) != 1 or launches[0] is None:
+            return None
+        call, args = launches[0]
+        rows = (x2.shape[0], out.shape[-1])  # the launch wrote a (M, N) tensor that ``out`` views
+        outputs = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.data_ptr() == out.data_ptr()
+                   and a.shape == rows and a.dtype == out.dtype]
+        inputs = [i for i, a in enumerate(args) if a is x2]
+        if not inputs or not outputs:
+            return None
+        template = tuple(None if i in inputs or i in outputs else a for i, a in enumerate(args))
+        return call, template, tuple(inputs), tuple(outputs)
 
 
 def nvfp4_dequantize(

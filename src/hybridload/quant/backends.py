@@ -71,10 +71,7 @@ def nvfp4_forward(module: Any, x: torch.Tensor) -> torch.Tensor:
     if x.device.type == "meta" or weight.device.type == "meta":
         return _meta_out(module, x)
     if module.backend == TRITON:
-        from ..kernels.w4a16 import w4a16_linear
-
-        return w4a16_linear(x, weight, scale, gscale, module.bias, reciprocal_global=reciprocal,
-                            workspace=module.kernel_workspace(weight.device))
+        return module.kernel_layer(weight, scale, gscale, reciprocal, module.kernel_workspace(weight.device))(x)
     if module.backend == NATIVE:
         return native_nvfp4_linear(module, x)
     dense = dequantize_nvfp4(weight, scale, gscale, in_features=module.in_features, dtype=x.dtype, reciprocal=reciprocal)

@@ -94,6 +94,19 @@ class NVFP4Linear(_QuantizedLinear):
             self.__dict__["_kernel_workspace"] = workspace
         return workspace
 
+    def kernel_layer(self, weight: torch.Tensor, weight_scale: torch.Tensor, global_scale: torch.Tensor,
+                     reciprocal: bool, workspace: torch.Tensor | None) -> Any:
+        """This layer's :class:`hybridload.kernels.w4a16.W4A16Layer` (operands checked once, each input layout's
+        launch replayed), kept as a plain attribute and made again when any operand tensor is replaced."""
+        layer = self.__dict__.get("_kernel_layer")
+        if layer is None or not layer.matches(weight, weight_scale, global_scale, self.bias, workspace):
+            from ..kernels.w4a16 import W4A16Layer
+
+            layer = W4A16Layer(weight, weight_scale, global_scale, self.bias, in_features=self.in_features,
+                               reciprocal_global=reciprocal, workspace=workspace)
+            self.__dict__["_kernel_layer"] = layer
+        return layer
+
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return backends.nvfp4_forward(self, input)
 
