@@ -830,7 +830,9 @@ def _compiled_call(entry: tuple, grid: tuple[int, ...], constexprs: dict):
 
 
 def _interpret(kernel, grid: tuple[int, ...], constexprs: dict, options: dict, *args: object) -> None:
-    kernel[grid](*args, **constexprs, **options)
+    """A kept launch under Triton's interpreter: the JIT call again (it keeps no compiled kernel)."""
+    with device_guard(args[0]):
+        kernel[grid](*args, **constexprs, **options)
 
 
 def _reduce_partials(partials: torch.Tensor, gscale: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor,
