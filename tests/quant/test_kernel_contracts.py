@@ -162,6 +162,8 @@ def test_a_layer_checks_its_operands_once_and_each_new_input_layout() -> None:
                    in_features=K)
     with pytest.raises(KernelArgumentError, match="W4A16Layer"):
         W4A16Layer(**ops, bias=torch.empty(N + 1, dtype=torch.bfloat16, device="meta"), in_features=K)
+    with pytest.raises(KernelArgumentError, match="W4A16Layer: bias must be one of"):
+        W4A16Layer(**ops, bias=torch.empty(N, dtype=torch.int32, device="meta"), in_features=K)
     with pytest.raises(KernelArgumentError, match="pdl must be"):
         W4A16Layer(**ops, in_features=K, pdl="yes")
     with pytest.raises(KernelArgumentError, match="CUDA devices only"):

@@ -268,7 +268,17 @@ def w4a16_linear(
     """
     fn = "w4a16_linear"
     x = _check_x(fn, x)
-    k = x.shape[-1]
+    _check_linear_operands(fn, weight, weight_scale, global_scale, bias, workspace, pdl, x.shape[-1])
+    x2 = _rows(fn, x)
+    check.device(fn, {"x": x, "weight": weight, "weight_scale": weight_scale, "global_scale": global_scale, "bias": bias,
+                      "workspace": workspace})
+    return _linear(fn, x, x2, weight, weight_scale, global_scale, bias, reciprocal_global, workspace, pdl, None)
+
+
+def _check_linear_operands(fn: str, weight: torch.Tensor, weight_scale: torch.Tensor, global_scale: torch.Tensor,
+                           bias: torch.Tensor | None, workspace: torch.Tensor | None, pdl: object, k: int) -> None:
+    """A linear's operands for K inputs (devices apart): packed weight and scales, scalar global scale, bias,
+    workspace, launch mode."""
     _check_packed(fn, weight, weight_scale, (), k)
     _check_global(fn, "global_scale", global_scale, None)
     n = weight.shape[0]
@@ -282,10 +292,6 @@ def w4a16_linear(
         _check_workspace(fn, workspace, n)
     if pdl is not None and not isinstance(pdl, bool):
         raise check.fail(fn, f"pdl must be True, False or None (where supported), got {pdl!r}")
-    x2 = _rows(fn, x)
-    check.device(fn, {"x": x, "weight": weight, "weight_scale": weight_scale, "global_scale": global_scale, "bias": bias,
-                      "workspace": workspace})
-    return _linear(fn, x, x2, weight, weight_scale, global_scale, bias, reciprocal_global, workspace, pdl, None)
 
 
 def _linear(fn: str, x: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor,
@@ -344,17 +350,7 @@ class W4A16Layer:
         fn = "W4A16Layer"
         if not isinstance(in_features, int) or in_features <= 0:
             raise check.fail(fn, f"in_features must be a positive int, got {in_features!r}")
-        _check_packed(fn, weight, weight_scale, (), in_features)
-        _check_global(fn, "global_scale", global_scale, None)
-        check.tensor(fn, "bias", bias, optional=True)
-        if bias is not None:
-            check.shape(fn, "bias", bias, (weight.shape[0],), "(N,)")
-            if not bias.is_contiguous():
-                raise check.fail(fn, "bias must be contiguous")
-        if workspace is not None:
-            _check_workspace(fn, workspace, weight.shape[0])
-        if pdl is not None and not isinstance(pdl, bool):
-            raise check.fail(fn, f"pdl must be True, False or None (where supported), got {pdl!r}")
+        _check_linear_operands(fn, weight, weight_scale, global_scale, bias, workspace, pdl, in_features)
         check.device(fn, {"weight": weight, "weight_scale": weight_scale, "global_scale": global_scale, "bias": bias,
                           "workspace": workspace})
         self.in_features = in_features
