@@ -813,20 +813,23 @@ def _launch(kernel, grid: tuple[int, ...], like: torch.Tensor, args: tuple, num_
                 return
             entry = _COMPILED[key] = (compiled, tuple(kernel.arg_names[len(args):]))
             if kept is not None:
-                kept.append((_compiled_call(entry, grid, constexprs), args))
+                kept.append((functools.partial(_run_compiled, *_compiled_runner(entry, grid, constexprs)), args))
             return
-        call = _compiled_call(entry, grid, constexprs)
-        call(*args)
+        runner, values = _compiled_runner(entry, grid, constexprs)
+        runner(*args, *values)
         if kept is not None:
-            kept.append((call, args))
+            kept.append((functools.partial(_run_compiled, runner, values), args))
 
 
-def _compiled_call(entry: tuple, grid: tuple[int, ...], constexprs: dict):
-    """``call(*args)``: the kept compiled kernel's runner on ``grid`` (it reads 3 dims), constexprs appended."""
+def _compiled_runner(entry: tuple, grid: tuple[int, ...], constexprs: dict) -> tuple:
+    """The kept compiled kernel's runner on ``grid`` (it reads 3 dims) and the constexpr values it takes last."""
     compiled, names = entry
-    runner = compiled[(*grid, 1, 1)[:3]]
-    values = tuple(constexprs[name] for name in names)
-    return lambda *args: runner(*args, *values)
+    return compiled[(*grid, 1, 1)[:3]], tuple(constexprs[name] for name in names)
+
+
+def _run_compiled(runner, values: tuple, *args: object) -> None:
+    """A kept compiled launch again, on the current stream of the current device."""
+    runner(*args, *values)
 
 
 def _interpret(kernel, grid: tuple[int, ...], constexprs: dict, options: dict, *args: object) -> None:
